@@ -1,0 +1,1 @@
+"""The ``dd`` command (installed as the ``ddcore_cli`` package)."""

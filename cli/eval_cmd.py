@@ -1,0 +1,37 @@
+"""``dd eval RUN_DIR``: re-evaluate a saved distilled set (e.g. with more runs or another network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ddcore.config import deep_merge, parse_assignment
+from ddcore_cli.run_cmd import flag_overrides
+
+
+@click.command(name="eval")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--plugin", "plugins", multiple=True, metavar="NAME|FILE.py", help="Activate an extra plugin (e.g. a benchmark's evaluator).")
+@click.option("--eval-runs", type=int, help="Networks to train.")
+@click.option("--eval-epochs", type=int, help="Epochs per network.")
+@click.option("--eval-model", help="Evaluation network: convnet, convnetd3/4/5, resnet18.")
+@click.option("--labels", type=click.Choice(["auto", "hard", "soft"]))
+@click.option("--baseline", multiple=True, type=click.Choice(["random", "full"]))
+@click.option("--data-root", type=click.Path(path_type=Path), help="Where the dataset lives now, if it moved.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set eval.lr=0.02.")
+@click.option("--cpu", is_flag=True)
+@click.option("--quiet", "-q", is_flag=True)
+def eval_command(run_dir: Path, plugins, sets, quiet, **flags) -> None:
+    """Re-evaluate the distilled set in RUN_DIR; writes RUN_DIR/eval-<timestamp>.json."""
+    from ddcore.runner import evaluate_saved_run
+    from ddcore_cli.output import metrics_table, stdout
+
+    overrides: dict = {}
+    for assignment in sets:
+        overrides = deep_merge(overrides, parse_assignment(assignment))
+    overrides = deep_merge(overrides, flag_overrides(**flags))
+    metrics, path = evaluate_saved_run(run_dir, overrides, list(plugins), quiet=quiet)
+    console = stdout()
+    console.print(metrics_table(metrics, title=f"re-evaluation of {run_dir} (accuracy %)"))
+    console.print(f"written: {path}")

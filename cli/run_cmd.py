@@ -1,0 +1,105 @@
+"""``dd run``: distil a dataset with the built-ins and the requested plugins, then evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ddcore.config import deep_merge, parse_assignment, read_config_file
+
+
+def flag_overrides(**flags: Any) -> dict[str, Any]:
+    """Map the flags that were given onto config keys (``None``/empty = not given)."""
+    mapping = {
+        "dataset": "dataset",
+        "data_root": "data_root",
+        "image_size": "image_size",
+        "workers": "workers",
+        "ipc": "ipc",
+        "seed": "seed",
+        "name": "name",
+        "out": "out",
+        "select": "select",
+        "initialize": "initialize",
+        "cache_dir": "cache_dir",
+        "eval_runs": "eval.runs",
+        "eval_epochs": "eval.epochs",
+        "eval_model": "eval.model",
+        "labels": "eval.labels",
+    }
+    overrides: dict[str, Any] = {}
+    for flag, key in mapping.items():
+        value = flags.get(flag)
+        if value is None:
+            continue
+        overrides = deep_merge(overrides, _nested(key, str(value) if isinstance(value, Path) else value))
+    if flags.get("baseline"):
+        overrides = deep_merge(overrides, {"eval": {"baseline": list(flags["baseline"])}})
+    for flag in ("overwrite", "cpu"):
+        if flags.get(flag):
+            overrides[flag] = True
+    return overrides
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    head, _, rest = dotted.partition(".")
+    return {head: _nested(rest, value) if rest else value}
+
+
+def merged_config(config_file: Path | None, plugins: tuple[str, ...], sets: tuple[str, ...], **flags: Any) -> dict[str, Any]:
+    """File, then ``--set`` assignments, then the named flags: later wins. ``--plugin`` adds to the file's list."""
+    data = read_config_file(config_file) if config_file else {}
+    for assignment in sets:
+        data = deep_merge(data, parse_assignment(assignment))
+    data = deep_merge(data, flag_overrides(**flags))
+    if plugins:
+        listed = data.get("plugins", [])
+        listed = [listed] if isinstance(listed, str) else list(listed)
+        data["plugins"] = [*listed, *(p for p in plugins if p not in listed)]
+    return data
+
+
+@click.command(name="run")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="TOML config file; flags win over it.")
+@click.option("--plugin", "plugins", multiple=True, metavar="NAME|FILE.py", help="Activate a plugin (repeatable).")
+@click.option("--dataset", help="Registered dataset name (see `dd datasets`). Default: digits.")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Folder of the dataset (imagefolder, compdd/...).")
+@click.option("--image-size", type=int, help="Resize images to this side (default: the dataset's own).")
+@click.option("--workers", type=int, help="Data loader worker processes (default 2).")
+@click.option("--ipc", type=int, help="Images per class (default 10).")
+@click.option("--seed", type=int, help="The run's one seed (default 0).")
+@click.option("--name", help="Run name (default <dataset>-ipc<ipc>).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<timestamp>-<name>).")
+@click.option("--overwrite", is_flag=True, help="Reuse an --out that already holds a run.")
+@click.option("--select", help="Plugin that answers dd_select when several could.")
+@click.option("--initialize", help="Plugin that answers dd_initialize when several could.")
+@click.option("--eval-runs", type=int, help="Networks trained by the built-in evaluator (default 3; 0 = off).")
+@click.option("--eval-epochs", type=int, help="Epochs per evaluation network (default: dataset preset).")
+@click.option("--eval-model", help="Evaluation network: convnet, convnetd3/4/5, resnet18.")
+@click.option("--labels", type=click.Choice(["auto", "hard", "soft"]), help="Labels the evaluator trains with.")
+@click.option("--baseline", multiple=True, type=click.Choice(["random", "full"]), help="Also evaluate a random real subset of the same size / the full training set.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set eval.lr=0.02 --set plugin.edf.beta=2.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache folder (default $DDCORE_CACHE or ~/.cache/ddcore).")
+@click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the metrics table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+def run_command(config_file, plugins, sets, quiet, as_json, **flags) -> None:
+    """Distil a dataset and evaluate the result; artifacts go to the run directory."""
+    import json
+
+    from ddcore.runner import run
+    from ddcore_cli.output import metrics_table, stdout
+
+    data = merged_config(config_file, plugins, sets, **flags)
+    result = run(data, quiet=quiet or as_json)
+    if not result.config or result.manifest["accelerate"]["process_index"] != 0:
+        return
+    if as_json:
+        click.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics}, indent=2))
+        return
+    console = stdout()
+    if result.metrics:
+        console.print(metrics_table(result.metrics, title=f"{result.manifest['name']} metrics (accuracy %)"))
+    console.print(f"run directory: {result.out_dir}")

@@ -1,0 +1,57 @@
+"""``dd show RUN_DIR``: a run's summary from its manifest and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="show")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print manifest and metrics as one JSON object.")
+def show_command(run_dir: Path, as_json: bool) -> None:
+    """Summarise the run in RUN_DIR."""
+    import json
+
+    from rich.table import Table
+
+    from ddcore import artifacts
+    from ddcore_cli.output import metrics_table, stdout
+
+    manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE, "run manifest")
+    metrics_path = run_dir / artifacts.METRICS_FILE
+    metrics = artifacts.read_json(metrics_path, "metrics file").get("metrics", {}) if metrics_path.exists() else {}
+    if as_json:
+        click.echo(json.dumps({"manifest": manifest, "metrics": metrics}, indent=2))
+        return
+    config = manifest.get("config", {})
+    topology = manifest.get("accelerate", {})
+    summary = Table(title=f"run {run_dir}", title_justify="left", show_header=False)
+    summary.add_column("key")
+    summary.add_column("value")
+    rows = {
+        "status": manifest.get("status", "?") + (f" ({manifest['error']})" if manifest.get("error") else ""),
+        "name": manifest.get("name"),
+        "dataset": config.get("dataset"),
+        "ipc": config.get("ipc"),
+        "seed": manifest.get("seed"),
+        "plugins": ", ".join(p["name"] for p in manifest.get("plugins", []) if p.get("source") != "builtin") or "(built-ins only)",
+        "processes": topology.get("num_processes"),
+        "wall time": f"{manifest.get('wall_seconds', 0):.1f} s",
+        "ddcore": (manifest.get("versions") or {}).get("ddcore"),
+    }
+    for key, value in rows.items():
+        summary.add_row(key, str(value))
+    console = stdout()
+    console.print(summary)
+    stages = manifest.get("stages") or {}
+    if stages:
+        table = Table(title="stages", title_justify="left")
+        for column in ("stage", "seconds", "peak RSS MiB"):
+            table.add_column(column, justify="right" if column != "stage" else "left")
+        for name, record in stages.items():
+            table.add_row(name, f"{record.get('seconds', 0):.2f}", f"{record.get('peak_rss_mib', 0):.0f}")
+        console.print(table)
+    if metrics:
+        console.print(metrics_table(metrics, title="metrics (accuracy %)"))

@@ -1,0 +1,100 @@
+"""The run directory: what a run leaves behind, each file written atomically.
+
+::
+
+    RUN_DIR/
+      distilled.pt     images, labels, learned lr, class names, normalisation (DistilledSet.save)
+      grid.png         the images, de-normalised, one row per class
+      metrics.json     {"metrics": {"<plugin>/<name>": value, ...}}
+      manifest.json    versions, plugins, resolved config, seed, topology, per-stage time and memory
+      run.log          the log lines of the run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ddcore.atomic import atomic_path, write_json
+from ddcore.data.base import denormalize
+from ddcore.distilled import DistilledSet
+from ddcore.errors import DDError
+
+DISTILLED_FILE = "distilled.pt"
+GRID_FILE = "grid.png"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+LOG_FILE = "run.log"
+
+
+def class_grid(distilled: DistilledSet, pad: int = 2, min_cell: int = 32) -> torch.Tensor:
+    """One row per class, images in order, empty cells black. ``-> [3 or 1, rows*(h+pad)+pad, cols*(w+pad)+pad]`` in [0, 1].
+
+    Images smaller than ``min_cell`` pixels are enlarged (nearest) so the grid is legible.
+    """
+    images = denormalize(distilled.images.detach().float().cpu(), distilled.mean, distilled.std).clamp(0, 1)
+    labels = distilled.hard_labels().cpu()
+    n, c, h, w = images.shape
+    scale = max(1, -(-min_cell // max(h, w)))
+    if scale > 1:
+        images = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+        h, w = h * scale, w * scale
+    rows = [images[labels == k] for k in range(distilled.num_classes)]
+    cols = max((len(r) for r in rows), default=1) or 1
+    canvas = torch.zeros(c, len(rows) * (h + pad) + pad, cols * (w + pad) + pad)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            top, left = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[:, top : top + h, left : left + w] = image
+    return canvas
+
+
+def save_grid(distilled: DistilledSet, path: str | os.PathLike) -> None:
+    """Write :func:`class_grid` as a PNG, atomically."""
+    grid = class_grid(distilled)
+    array = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    image = Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def save_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> None:
+    write_json(path, {"metrics": metrics})
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """Read a JSON artifact; missing or corrupt files are a one-line :class:`DDError`."""
+    if not path.is_file():
+        raise DDError(f"{path} does not exist; is {path.parent} a run directory written by `dd run`?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DDError(f"{path} is not a readable {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise DDError(f"{path} is not a {what} (expected a JSON object)")
+    return data
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out`` and prove it writable; refuse to mix two runs in one directory.
+
+    Raises a :class:`DDError` naming ``--out`` when the folder holds another run (unless
+    ``overwrite``) or cannot be created or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise DDError(f"--out {out} is a file, not a directory")
+    if (out / MANIFEST_FILE).exists() and not overwrite:
+        raise DDError(f"--out {out} already holds a run; choose another --out or pass --overwrite")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DDError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+    return out

@@ -1,0 +1,65 @@
+"""The dataset registry, filled by the ``dd_register_datasets`` hook."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+from ddcore.data.base import DatasetOptions, ImageDataset
+from ddcore.errors import ConfigError, PluginError
+
+DatasetFactory = Callable[[DatasetOptions], ImageDataset]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    factory: DatasetFactory
+    plugin: str
+    description: str = ""
+
+
+class DatasetRegistry:
+    """Dataset names -> factories, with the plugin that registered each."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, DatasetEntry] = {}
+
+    def registrar(self, plugin: str) -> Callable[..., None]:
+        """The ``register(name, factory, *, description="")`` callback handed to ``plugin``."""
+
+        def register(name: str, factory: DatasetFactory, *, description: str = "") -> None:
+            if not isinstance(name, str) or not name or name != name.strip():
+                raise PluginError(f"dataset names must be non-empty strings, got {name!r}", plugin=plugin)
+            if name in self.entries:
+                other = self.entries[name].plugin
+                raise PluginError(
+                    f'dataset "{name}" is registered by both "{other}" and "{plugin}"; deactivate one of them',
+                    plugin=plugin,
+                )
+            self.entries[name] = DatasetEntry(name, factory, plugin, description)
+
+        return register
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def entry(self, name: str) -> DatasetEntry:
+        if name not in self.entries:
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f' Did you mean "{close[0]}"?' if close else ""
+            raise ConfigError(
+                f'unknown dataset "{name}" (option --dataset).{hint} Available: {", ".join(self.names())}'
+            )
+        return self.entries[name]
+
+    def build(self, name: str, options: DatasetOptions) -> ImageDataset:
+        """Build dataset ``name``; the factory's own errors pass through (they name the problem)."""
+        dataset = self.entry(name).factory(options)
+        if not isinstance(dataset, ImageDataset):
+            raise PluginError(
+                f'dataset "{name}" factory returned {type(dataset).__name__}, expected ddcore.ImageDataset',
+                plugin=self.entries[name].plugin,
+            )
+        return dataset

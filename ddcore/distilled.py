@@ -1,0 +1,119 @@
+"""The two objects that flow through the pipeline: a selection and a distilled set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddcore.atomic import torch_save
+from ddcore.errors import DDError
+
+DISTILLED_FORMAT = 1
+
+
+@dataclass
+class Selection:
+    """Real images (or patches of them) chosen by :func:`~ddcore.hookspecs.dd_select`.
+
+    Attributes:
+        images: ``[M, C, H, W]`` float32, normalised like the dataset.
+        labels: ``[M]`` int64 class ids, class-major order.
+        indices: ``[M]`` int64 positions in ``dataset.train`` when whole images were chosen, else ``None``.
+        meta: anything the selector wants recorded (scores, crop boxes, ...); kept small.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    indices: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DistilledSet:
+    """The product of a run: synthetic images with their labels, ready to train a network.
+
+    Attributes:
+        images: ``[N, C, H, W]`` float32, normalised with ``mean``/``std``.
+        labels: ``[N]`` int64 (hard) or ``[N, num_classes]`` float32 logits (soft).
+        class_names: one name per class.
+        mean / std: the per-channel normalisation of ``images``.
+        lr: a learned training learning rate, when the method learns one.
+        meta: provenance (which plugin selected and initialised, ...).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    lr: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def soft(self) -> bool:
+        return self.labels.ndim == 2
+
+    def hard_labels(self) -> torch.Tensor:
+        """``[N]`` int64: the labels, or the argmax of soft labels."""
+        return self.labels.argmax(dim=1) if self.soft else self.labels
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` when shapes or label ranges do not fit together."""
+        n = self.images.shape[0]
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be [N, C, H, W], got {tuple(self.images.shape)}")
+        if self.labels.shape[0] != n:
+            raise ValueError(f"{n} images but {self.labels.shape[0]} labels")
+        if self.soft and self.labels.shape[1] != self.num_classes:
+            raise ValueError(f"soft labels have {self.labels.shape[1]} columns for {self.num_classes} classes")
+        if not self.soft and n and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes})")
+        if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
+            raise ValueError("mean/std must have one value per channel")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": DISTILLED_FORMAT,
+            "images": self.images.detach().cpu(),
+            "labels": self.labels.detach().cpu(),
+            "class_names": list(self.class_names),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "lr": self.lr,
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write ``distilled.pt`` atomically."""
+        torch_save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DistilledSet":
+        """Read a file written by :meth:`save`; a missing or foreign file is a :class:`DDError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise DDError(f"{path}: no such file (expected a distilled.pt written by `dd run`)")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt or not a torch file
+            raise DDError(f"{path}: not a readable distilled set ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(data, dict) or data.get("format") != DISTILLED_FORMAT:
+            raise DDError(f"{path}: not a ddcore distilled set (format {DISTILLED_FORMAT} expected)")
+        distilled = cls(
+            images=data["images"],
+            labels=data["labels"],
+            class_names=list(data["class_names"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            lr=data["lr"],
+            meta=dict(data["meta"]),
+        )
+        distilled.validate()
+        return distilled

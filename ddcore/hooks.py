@@ -1,0 +1,276 @@
+"""The typed facade in front of the plugin manager: the only code that calls hook implementations.
+
+It applies each hook's combination rule (see :mod:`ddcore.hookspecs`), validates every answer,
+times every call, and names the plugin behind any failure. Implementations are called one by one,
+in pluggy's order, so each answer is attributed to its plugin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from pluggy import HookImpl
+
+from ddcore.distilled import DistilledSet, Selection
+from ddcore.errors import ConfigError, DDError, PluginCallError, PluginError
+from ddcore.plugins import BUILTIN_NAMES, DDPluginManager
+
+if TYPE_CHECKING:
+    import click
+
+    from ddcore.context import RunContext
+    from ddcore.data.base import ImageDataset
+    from ddcore.data.registry import DatasetRegistry
+
+logger = logging.getLogger("ddcore.hooks")
+
+#: The firstresult hooks and the config key that picks one implementer.
+STRATEGY_HOOKS = {"dd_select": "select", "dd_initialize": "initialize"}
+
+
+class PluginCrash(Exception):
+    """A hook implementation raised an unexpected exception (a bug in the plugin); chained to it."""
+
+    def __init__(self, hook: str, plugin: str, dist: str | None, exc: BaseException):
+        self.hook, self.plugin, self.dist = hook, plugin, dist
+        where = f'plugin "{plugin}"' + (f" ({dist})" if dist else "")
+        super().__init__(f"{hook}: {where} raised {type(exc).__name__}: {exc}")
+
+
+class Hooks:
+    """Call hooks through validated, attributed, order-independent entry points.
+
+    Args:
+        pm: the run's plugin manager.
+        select: name of the plugin that must answer ``dd_select`` (``""``: decide automatically).
+        initialize: likewise for ``dd_initialize``.
+        trace: log every call with its result (also ``DD_TRACE_HOOKS=1``).
+    """
+
+    def __init__(self, pm: DDPluginManager, *, select: str = "", initialize: str = "", trace: bool | None = None):
+        self.pm = pm
+        self.trace = bool(os.environ.get("DD_TRACE_HOOKS")) if trace is None else trace
+        self.stats: dict[str, dict[str, dict[str, float]]] = defaultdict(
+            lambda: defaultdict(lambda: {"calls": 0, "seconds": 0.0})
+        )
+        self.strategy = {
+            "dd_select": self._resolve_strategy("dd_select", select),
+            "dd_initialize": self._resolve_strategy("dd_initialize", initialize),
+        }
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _impls(self, hook: str) -> list[HookImpl]:
+        """Implementations in pluggy's call order (tryfirst first, trylast last, LIFO otherwise)."""
+        impls = list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
+        for impl in impls:
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                raise PluginCallError(
+                    "uses a hook wrapper, which ddcore 0.1 does not support", hook=hook, plugin=impl.plugin_name
+                )
+        return impls
+
+    def _dist(self, plugin: str) -> str | None:
+        info = self.pm.infos.get(plugin)
+        return info.label() if info and info.distribution else None
+
+    def _call(self, hook: str, impl: HookImpl, **kwargs: Any) -> Any:
+        """Call one implementation with the arguments it declares; attribute any failure."""
+        args = {name: kwargs[name] for name in impl.argnames}
+        started = time.perf_counter()
+        try:
+            result = impl.function(**args)
+        except PluginError as exc:
+            if exc.plugin is None:
+                exc.plugin = impl.plugin_name
+            raise
+        except DDError:
+            raise
+        except Exception as exc:
+            raise PluginCrash(hook, impl.plugin_name, self._dist(impl.plugin_name), exc) from exc
+        finally:
+            record = self.stats[hook][impl.plugin_name]
+            record["calls"] += 1
+            record["seconds"] += time.perf_counter() - started
+        if self.trace:
+            logger.warning("[hook] %s <- %s: %s", hook, impl.plugin_name, _summarise(result))
+        return result
+
+    def _error(self, hook: str, plugin: str, message: str) -> PluginCallError:
+        return PluginCallError(message, hook=hook, plugin=plugin, dist=self._dist(plugin))
+
+    # -- strategy hooks ---------------------------------------------------------------------------
+
+    def _resolve_strategy(self, hook: str, chosen: str) -> str | None:
+        """Decide, before any work, which plugin answers a firstresult hook (``None``: automatic)."""
+        implementers = [impl.plugin_name for impl in self._impls(hook)]
+        optional = [name for name in implementers if name not in BUILTIN_NAMES]
+        key = STRATEGY_HOOKS[hook]
+        if chosen:
+            if chosen not in implementers:
+                offered = ", ".join(implementers) or "none"
+                raise ConfigError(
+                    f"config key '{key}' names \"{chosen}\", which does not implement {hook} "
+                    f"among the active plugins (implementers: {offered})"
+                )
+            return chosen
+        if len(optional) > 1:
+            names = " and ".join(f'"{name}"' for name in sorted(optional))
+            raise ConfigError(
+                f"{hook} is answered by two plugins, {names}; choose one with --{key} NAME (config key '{key}')"
+            )
+        return None
+
+    def _first_result(self, hook: str, **kwargs: Any) -> tuple[str, Any]:
+        impls = self._impls(hook)
+        chosen = self.strategy[hook]
+        if chosen:
+            impl = next(impl for impl in impls if impl.plugin_name == chosen)
+            result = self._call(hook, impl, **kwargs)
+            if result is None:
+                raise self._error(hook, chosen, f"was chosen with --{STRATEGY_HOOKS[hook]} but returned None")
+            return chosen, result
+        optional = [impl for impl in impls if impl.plugin_name not in BUILTIN_NAMES]
+        defaults = [impl for impl in impls if impl.plugin_name in BUILTIN_NAMES]
+        for impl in optional + defaults:
+            result = self._call(hook, impl, **kwargs)
+            if result is not None:
+                return impl.plugin_name, result
+        raise PluginCallError("no plugin answered (the built-in default is missing)", hook=hook, plugin="-")
+
+    def select(self, ctx: "RunContext", dataset: "ImageDataset", ipc: int) -> Selection:
+        """``dd_select``: the chosen (or only) plugin's selection, else the built-in default."""
+        plugin, selection = self._first_result("dd_select", ctx=ctx, dataset=dataset, ipc=ipc)
+        if not isinstance(selection, Selection):
+            raise self._error("dd_select", plugin, f"returned {type(selection).__name__}, expected ddcore.Selection")
+        images, labels = selection.images, selection.labels
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(dataset.image_shape):
+            raise self._error(
+                "dd_select", plugin, f"returned images of shape {tuple(images.shape)}, expected [M, *{dataset.image_shape}]"
+            )
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise self._error("dd_select", plugin, f"returned labels of shape {tuple(labels.shape)} for {images.shape[0]} images")
+        selection.meta.setdefault("selected_by", plugin)
+        return selection
+
+    def initialize(self, ctx: "RunContext", selection: Selection) -> DistilledSet:
+        """``dd_initialize``: the chosen (or only) plugin's initial set, else the selection as it is."""
+        plugin, distilled = self._first_result("dd_initialize", ctx=ctx, selection=selection)
+        if not isinstance(distilled, DistilledSet):
+            raise self._error("dd_initialize", plugin, f"returned {type(distilled).__name__}, expected ddcore.DistilledSet")
+        try:
+            distilled.validate()
+        except ValueError as exc:
+            raise self._error("dd_initialize", plugin, f"returned an invalid distilled set: {exc}") from exc
+        distilled.meta.setdefault("selected_by", selection.meta.get("selected_by"))
+        distilled.meta.setdefault("initialized_by", plugin)
+        return distilled
+
+    # -- weighting hooks -------------------------------------------------------------------------
+
+    def _product(self, hook: str, accepts: Callable[[torch.Size], bool], expected: str, **kwargs: Any) -> torch.Tensor | None:
+        product = None
+        for impl in self._impls(hook):
+            weights = self._call(hook, impl, **kwargs)
+            if weights is None:
+                continue
+            if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+                raise self._error(hook, impl.plugin_name, f"returned {type(weights).__name__}, expected a float tensor or None")
+            if not accepts(weights.shape):
+                raise self._error(hook, impl.plugin_name, f"returned weights of shape {list(weights.shape)}, expected {expected}")
+            product = weights if product is None else product * weights
+        return product
+
+    def pixel_weights(self, ctx: "RunContext", images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor | None:
+        """Product of the ``dd_pixel_weights`` answers, each broadcastable to ``[N, 1, H, W]``; ``None`` if all abstain."""
+        n, _, h, w = images.shape
+        target = (n, 1, h, w)
+        return self._product(
+            "dd_pixel_weights",
+            lambda shape: _broadcastable(shape, target),
+            f"a shape broadcastable to {list(target)}",
+            ctx=ctx, images=images, labels=labels, step=step,
+        )
+
+    def supervision_weights(
+        self, ctx: "RunContext", losses: torch.Tensor, distances: torch.Tensor, step: int
+    ) -> torch.Tensor | None:
+        """Product of the ``dd_supervision_weights`` answers, each of ``losses.shape``; ``None`` if all abstain."""
+        return self._product(
+            "dd_supervision_weights",
+            lambda shape: tuple(shape) == tuple(losses.shape),
+            f"the shape of losses, {list(losses.shape)}",
+            ctx=ctx, losses=losses, distances=distances, step=step,
+        )
+
+    # -- evaluation and registration --------------------------------------------------------------
+
+    def evaluate(self, ctx: "RunContext", distilled: DistilledSet) -> dict[str, Any]:
+        """Every plugin's metrics, keys namespaced ``"<plugin>/<metric>"``."""
+        merged: dict[str, Any] = {}
+        for impl in self._impls("dd_evaluate"):
+            answer = self._call("dd_evaluate", impl, ctx=ctx, distilled=distilled)
+            if answer is None:
+                continue
+            if not isinstance(answer, dict):
+                raise self._error("dd_evaluate", impl.plugin_name, f"returned {type(answer).__name__}, expected a dict")
+            for key, value in answer.items():
+                if not _is_metric(value):
+                    raise self._error(
+                        "dd_evaluate", impl.plugin_name, f"metric {key!r} is {type(value).__name__}, expected a number or list of numbers"
+                    )
+                full = f"{impl.plugin_name}/{key}"
+                if full in merged:
+                    raise self._error("dd_evaluate", impl.plugin_name, f"metric {full!r} is reported twice")
+                merged[full] = value
+        return merged
+
+    def register_datasets(self, registry: "DatasetRegistry") -> "DatasetRegistry":
+        """Let every plugin add datasets; a name clash names both plugins."""
+        for impl in self._impls("dd_register_datasets"):
+            self._call("dd_register_datasets", impl, register=registry.registrar(impl.plugin_name))
+        return registry
+
+    def register_commands(self, cli: "click.Group") -> None:
+        """Let every plugin add subcommands; taking an existing name is an error naming the plugin."""
+        for impl in self._impls("dd_register_commands"):
+            before = dict(cli.commands)
+            self._call("dd_register_commands", impl, cli=cli)
+            replaced = sorted(name for name, command in before.items() if cli.commands.get(name) is not command)
+            if replaced:
+                cli.commands.update(before)
+                raise self._error("dd_register_commands", impl.plugin_name, f"tried to replace the command(s) {', '.join(replaced)}")
+
+    def stats_dict(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Calls and seconds per hook and plugin (recorded in the manifest)."""
+        return {hook: {plugin: dict(rec) for plugin, rec in per.items()} for hook, per in self.stats.items()}
+
+
+def _broadcastable(shape: torch.Size, target: tuple[int, ...]) -> bool:
+    if len(shape) > len(target):
+        return False
+    for have, want in zip(reversed(tuple(shape)), reversed(target)):
+        if have not in (1, want):
+            return False
+    return True
+
+
+def _is_metric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _summarise(result: Any) -> str:
+    if isinstance(result, torch.Tensor):
+        return f"tensor{list(result.shape)} min={result.min().item():.4g} max={result.max().item():.4g}"
+    if isinstance(result, (Selection, DistilledSet)):
+        return f"{type(result).__name__}(images={list(result.images.shape)}, labels={list(result.labels.shape)})"
+    return repr(result)[:200]

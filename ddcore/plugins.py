@@ -1,0 +1,262 @@
+"""Finding, importing and registering plugins: one fresh plugin manager per run.
+
+Plugins are found through the ``ddcore`` entry-point group (metadata only: nothing is imported until
+it is requested). A run registers the built-ins and exactly the plugins it names, in order:
+``--plugin NAME`` (an entry point), ``--plugin path/to/file.py`` (a local module) or an object passed
+to :func:`ddcore.run`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pluggy
+
+from ddcore import hookspecs
+from ddcore.errors import PluginLoadError
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
+
+#: Built-in behaviour, registered through the same path as any plugin: (name, module).
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("datasets", "ddcore.builtin.datasets"),
+    ("random-real", "ddcore.builtin.selection"),
+    ("as-selected", "ddcore.builtin.initialize"),
+    ("eval", "ddcore.builtin.evaluate"),
+)
+BUILTIN_NAMES = frozenset(name for name, _ in BUILTIN_PLUGINS)
+
+
+@dataclass
+class PluginInfo:
+    """What ``dd plugins`` and the run manifest say about one plugin."""
+
+    name: str
+    source: str  # "builtin", "entry-point", "file" or "object"
+    distribution: str | None = None
+    version: str | None = None
+    value: str | None = None  # entry-point target or file path
+    sha256: str | None = None  # for local files
+    hooks: list[str] = field(default_factory=list)
+    status: str = "ok"
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def label(self) -> str:
+        if self.distribution:
+            return f"{self.distribution} {self.version}"
+        return self.value or self.source
+
+
+class DDPluginManager(pluggy.PluginManager):
+    """A pluggy manager for the ``ddcore`` project that remembers where each plugin came from."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def register_plugin(self, plugin: object, info: PluginInfo) -> None:
+        """Register ``plugin`` under ``info.name``; pluggy's validation errors name the plugin."""
+        try:
+            self.register(plugin, name=info.name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(f'Plugin "{info.name}" ({info.label()}) is invalid: {exc}') from exc
+        info.hooks = sorted(caller.name for caller in self.get_hookcallers(plugin) or [])
+        self.infos[info.name] = info
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        """Every registered plugin, in registration order."""
+        return list(self.infos.values())
+
+    def requested(self) -> list[PluginInfo]:
+        return [info for info in self.infos.values() if info.source != "builtin"]
+
+    def check(self) -> None:
+        """Fail if any plugin implements a hook that does not exist (a typo such as ``dd_selct``)."""
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.get_name(exc.plugin) or "?"
+            info = self.infos.get(name)
+            label = f" ({info.label()})" if info else ""
+            raise PluginLoadError(f'Plugin "{name}"{label} implements an unknown hook: {exc}') from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def installed_entry_points() -> dict[str, list[EntryPoint]]:
+    """Entry points of the ``ddcore`` group by name (a name with two entries is a conflict)."""
+    found: dict[str, list[EntryPoint]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        same = found.setdefault(ep.name, [])
+        if not any(_dist_name(other) == _dist_name(ep) and other.value == ep.value for other in same):
+            same.append(ep)
+    return found
+
+
+def _dist_name(ep: EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _dist_version(ep: EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.version if dist is not None else None
+
+
+def entry_point_info(ep: EntryPoint) -> PluginInfo:
+    return PluginInfo(
+        name=ep.name, source="entry-point", distribution=_dist_name(ep), version=_dist_version(ep), value=ep.value
+    )
+
+
+def resolve_entry_point(name: str, available: dict[str, list[EntryPoint]] | None = None) -> EntryPoint:
+    """The one entry point called ``name``; unknown or claimed twice is a :class:`PluginLoadError`."""
+    available = installed_entry_points() if available is None else available
+    candidates = available.get(name)
+    if not candidates:
+        installed = ", ".join(sorted(available)) or "none"
+        raise PluginLoadError(f'Unknown plugin "{name}". Installed: {installed}. (option --plugin or config key plugins)')
+    if len(candidates) > 1:
+        claims = " and ".join(f"{_dist_name(ep)} {_dist_version(ep)} ({ep.value})" for ep in candidates)
+        raise PluginLoadError(
+            f'Plugin name "{name}" is claimed by two distributions: {claims}. Uninstall one of them.'
+        )
+    return candidates[0]
+
+
+def load_entry_point(ep: EntryPoint) -> object:
+    """Import an entry point's target; failures name the plugin, its distribution and the error."""
+    try:
+        return ep.load()
+    except Exception as exc:
+        info = entry_point_info(ep)
+        raise PluginLoadError(
+            f'Plugin "{ep.name}" ({info.label()}, entry point {ep.value}) failed to import: '
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# Local files
+# ----------------------------------------------------------------------------------------------
+
+
+def is_path_request(request: str) -> bool:
+    """``--plugin`` values that name a file rather than an entry point."""
+    return request.endswith(".py") or "/" in request or "\\" in request
+
+
+def load_file_plugin(request: str) -> tuple[object, PluginInfo]:
+    """Import a one-off local module (``--plugin ./my_plugin.py``), named after its file stem."""
+    path = Path(request).expanduser()
+    if not path.is_file():
+        raise PluginLoadError(f"plugin file {request} does not exist (option --plugin)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    name = path.stem.replace("_", "-")
+    module_name = f"ddcore_local_plugin_{path.stem}_{digest[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginLoadError(f"plugin file {request} cannot be imported as a Python module (option --plugin)")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise PluginLoadError(
+            f'Plugin "{name}" (file {path}) failed to import: {type(exc).__name__}: {exc}'
+        ) from exc
+    info = PluginInfo(name=name, source="file", value=str(path.resolve()), sha256=digest)
+    return module, info
+
+
+# ----------------------------------------------------------------------------------------------
+# The manager for one run
+# ----------------------------------------------------------------------------------------------
+
+
+def object_plugin_name(plugin: object) -> str:
+    """The name an in-process plugin object is registered under: ``.name``, ``__name__`` or its class."""
+    for attr in ("name", "__name__"):
+        value = getattr(plugin, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(plugin).__name__
+
+
+def get_plugin_manager(requested: Sequence[str | object] = ()) -> DDPluginManager:
+    """A new manager with the built-ins and the ``requested`` plugins, validated.
+
+    Each request is an entry-point name, a path to a ``.py`` file, or a plugin object (a module,
+    class instance or class with ``@hookimpl`` functions). Repeated names are registered once.
+    """
+    pm = DDPluginManager()
+    for name, module_name in BUILTIN_PLUGINS:
+        module = importlib.import_module(module_name)
+        pm.register_plugin(module, PluginInfo(name=name, source="builtin", value=module_name))
+    available: dict[str, list[EntryPoint]] | None = None
+    for request in requested:
+        if isinstance(request, str):
+            if is_path_request(request):
+                plugin, info = load_file_plugin(request)
+            else:
+                if request in pm.infos:
+                    continue
+                available = installed_entry_points() if available is None else available
+                ep = resolve_entry_point(request, available)
+                plugin, info = load_entry_point(ep), entry_point_info(ep)
+        else:
+            plugin = request
+            info = PluginInfo(name=object_plugin_name(request), source="object", value=type(request).__name__)
+        if info.name in pm.infos:
+            if pm.infos[info.name].source == "builtin":
+                raise PluginLoadError(f'Plugin name "{info.name}" is reserved for a built-in plugin; rename it.')
+            continue
+        pm.register_plugin(plugin, info)
+    pm.check()
+    return pm
+
+
+def list_installed(include_builtins: bool = False) -> list[PluginInfo]:
+    """Every installed plugin with its status; a broken one is reported, never raised (``dd plugins``)."""
+    infos: list[PluginInfo] = []
+    if include_builtins:
+        probe = DDPluginManager()
+        for name, module_name in BUILTIN_PLUGINS:
+            probe.register_plugin(importlib.import_module(module_name), PluginInfo(name, "builtin", value=module_name))
+        infos.extend(probe.plugin_infos())
+    for name, eps in sorted(installed_entry_points().items()):
+        for ep in eps:
+            info = entry_point_info(ep)
+            if len(eps) > 1:
+                others = ", ".join(str(_dist_name(o)) for o in eps if o is not ep)
+                info.status, info.error = "error", f"name also claimed by {others}"
+                infos.append(info)
+                continue
+            try:
+                plugin = load_entry_point(ep)
+                probe = DDPluginManager()
+                probe.register_plugin(plugin, info)
+                probe.check()
+            except PluginLoadError as exc:
+                info.status, info.error = "error", str(exc)
+            infos.append(info)
+    return infos
+
+
+def iter_hook_names() -> Iterable[str]:
+    """The names of every hook in the contract, in definition order."""
+    return [name for name in vars(hookspecs) if name.startswith("dd_")]

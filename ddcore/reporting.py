@@ -1,0 +1,70 @@
+"""Progress bars and log lines (rich), shown on the main process only and silenced by ``quiet``."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+logger = logging.getLogger("ddcore")
+
+
+class Reporter:
+    """Where a run tells the user what it is doing.
+
+    Args:
+        quiet: no progress bars and no info lines on the console (errors still go to stderr).
+        enabled: ``False`` on non-main processes: nothing is shown at all.
+        console: the rich console (stderr by default, so stdout stays machine-readable).
+    """
+
+    def __init__(self, quiet: bool = False, enabled: bool = True, console: Console | None = None):
+        self.quiet = quiet
+        self.enabled = enabled
+        self.console = console or Console(stderr=True)
+        self._log_handler: logging.Handler | None = None
+
+    @property
+    def visible(self) -> bool:
+        return self.enabled and not self.quiet
+
+    def info(self, message: str) -> None:
+        """A log line: to the run's log file always, to the console unless quiet."""
+        logger.info(message)
+        if self.visible:
+            self.console.print(message, highlight=False)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """``with reporter.progress("evaluating", total=3) as advance: ... advance(1)``."""
+        if not self.visible:
+            yield lambda n=1: None
+            return
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n=1: bar.advance(task, n)
+
+    def attach_log_file(self, path: Path) -> None:
+        """Copy ddcore's log records into ``path`` (the run directory's ``run.log``)."""
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("ddcore").addHandler(handler)
+        logging.getLogger("ddcore").setLevel(logging.INFO)
+        self._log_handler = handler
+
+    def close(self) -> None:
+        if self._log_handler is not None:
+            logging.getLogger("ddcore").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None

@@ -1,0 +1,143 @@
+"""Training a fresh network on a (small) labelled set and measuring it on real test data.
+
+Pure functions over tensors and loaders; the built-in evaluator (``ddcore.builtin.evaluate``) and
+later stages (experts, teachers) call them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a network is trained. ``schedule="step"`` multiplies the lr by 0.1 at half the epochs."""
+
+    epochs: int
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    augment: str = "none"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``sum_k -log_softmax(logits)_k * softmax(target_logits)_k``.
+
+    Shape: ``logits [B, K]``, ``target_logits [B, K]`` -> scalar.
+
+    >>> z = torch.tensor([[2.0, 0.0]]); round(soft_cross_entropy(z, torch.tensor([[50.0, 0.0]])).item(), 4)
+    0.1269
+    """
+    return -(F.log_softmax(logits, dim=1) * F.softmax(target_logits, dim=1)).sum(dim=1).mean()
+
+
+def make_augment(kind: str, image_size: int) -> nn.Module | None:
+    """A kornia augmentation applied to each training batch, or ``None`` for ``"none"``.
+
+    ``crop``: pad by ``image_size // 8`` (reflect) and crop back at a random position;
+    ``crop_flip``: the same plus a horizontal flip with p=0.5 (for natural images, not digits).
+    Shape: ``[B, C, H, W]`` -> ``[B, C, H, W]``.
+    """
+    import kornia.augmentation as K
+
+    if kind == "none":
+        return None
+    pad = max(1, image_size // 8)
+    crop = K.RandomCrop((image_size, image_size), padding=pad, padding_mode="reflect")
+    if kind == "crop":
+        return crop
+    if kind == "crop_flip":
+        return nn.Sequential(crop, K.RandomHorizontalFlip(p=0.5))
+    raise ValueError(f"unknown augmentation {kind!r} (none, crop, crop_flip)")
+
+
+def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator) -> Batches:
+    """Epoch ``e`` -> shuffled minibatches of ``(images [b, C, H, W], labels [b] or [b, K])``."""
+
+    def epoch(_: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(images.shape[0], generator=generator)
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            yield images[chosen], labels[chosen]
+
+    return epoch
+
+
+def _optimizer(recipe: TrainRecipe, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
+    if schedule == "step":
+        return lambda e: 0.1 if e >= epochs // 2 else 1.0
+    if schedule == "cosine":
+        return lambda e: 0.5 * (1 + math.cos(math.pi * e / max(1, epochs)))
+    if schedule == "constant":
+        return lambda e: 1.0
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def train_network(
+    model: nn.Module,
+    batches: Batches,
+    recipe: TrainRecipe,
+    device: torch.device,
+    image_size: int,
+    on_epoch: Callable[[int], None] | None = None,
+) -> nn.Module:
+    """Train ``model`` in place for ``recipe.epochs`` epochs; soft targets (2-D labels) use soft CE.
+
+    Randomness (shuffling aside, which ``batches`` owns) comes from the global torch RNG: call it
+    under ``torch.random.fork_rng()`` with a seed for a reproducible, side-effect-free run.
+    """
+    model.to(device).train()
+    augment = make_augment(recipe.augment, image_size)
+    optimizer = _optimizer(recipe, model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe.schedule, recipe.epochs))
+    for epoch in range(recipe.epochs):
+        for images, labels in batches(epoch):
+            images, labels = images.to(device), labels.to(device)
+            if augment is not None:
+                images = augment(images)
+            logits = model(images)
+            loss = soft_cross_entropy(logits, labels) if labels.ndim == 2 else F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return model
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` over every batch of ``loader``."""
+    model.eval()
+    correct = total = 0
+    for images, labels in loader:
+        labels = torch.as_tensor(labels).to(device)
+        predictions = model(images.to(device)).argmax(dim=1)
+        correct += (predictions == labels).sum().item()
+        total += labels.numel()
+    return correct / max(1, total)
