@@ -131,7 +131,7 @@ def train_network(
 
 
 @torch.no_grad()
-def test_accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+def accuracy_on(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` over every batch of ``loader``."""
     model.eval()
     correct = total = 0

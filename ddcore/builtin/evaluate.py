@@ -24,7 +24,7 @@ from ddcore.errors import PluginError
 from ddcore.hookspecs import hookimpl
 from ddcore.models import build_model
 from ddcore.presets import ResolvedEval, resolve_eval
-from ddcore.training import tensor_batches, test_accuracy, train_network
+from ddcore.training import accuracy_on, tensor_batches, train_network
 
 KIND_PREFIX = {"distilled": "acc", "random": "random_real_acc", "full": "full_acc"}
 
@@ -70,7 +70,7 @@ def evaluate_once(ctx, settings: ResolvedEval, distilled: DistilledSet, kind: st
         model = build_model(settings.model, dataset.num_classes, channels, size)
         train_network(model, batches, recipe, ctx.device, size)
     test_loader = dataset.loader("test", settings.test_batch_size)
-    return 100.0 * test_accuracy(model, test_loader, ctx.device)
+    return 100.0 * accuracy_on(model, test_loader, ctx.device)
 
 
 @hookimpl

@@ -1,0 +1,70 @@
+"""Training and testing a fresh network: the loss, the schedule, augmentation, batching."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ddcore.models import ModelSpec, build_model
+from ddcore.training import (
+    TrainRecipe,
+    _lr_factor,
+    make_augment,
+    soft_cross_entropy,
+    tensor_batches,
+    accuracy_on,
+    train_network,
+)
+
+
+def test_soft_cross_entropy_formula():
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    targets = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0]])
+    expected = -(F.log_softmax(logits, 1) * F.softmax(targets, 1)).sum(1).mean()
+    assert torch.allclose(soft_cross_entropy(logits, targets), expected)
+    one_hot_logits = torch.tensor([[0.0, 100.0, 0.0], [100.0, 0.0, 0.0]])
+    assert torch.allclose(soft_cross_entropy(logits, one_hot_logits), F.cross_entropy(logits, torch.tensor([1, 0])))
+
+
+def test_step_and_cosine_schedules():
+    step = _lr_factor("step", 10)
+    assert [step(e) for e in (0, 4, 5, 9)] == [1.0, 1.0, 0.1, 0.1]
+    cosine = _lr_factor("cosine", 10)
+    assert cosine(0) == 1.0 and math.isclose(cosine(5), 0.5) and cosine(9) < 0.1
+
+
+def test_tensor_batches_visit_every_image_once_per_epoch():
+    images = torch.arange(10).float().view(10, 1, 1, 1)
+    batches = tensor_batches(images, torch.arange(10), 4, torch.Generator().manual_seed(0))
+    seen = [int(v) for x, _ in batches(0) for v in x.flatten()]
+    assert sorted(seen) == list(range(10)) and [len(x) for x, _ in batches(1)] == [4, 4, 2]
+
+
+def test_augmentations_keep_shape_and_move_pixels():
+    assert make_augment("none", 32) is None
+    x = torch.arange(2 * 32 * 32, dtype=torch.float32).view(2, 1, 32, 32)
+    torch.manual_seed(0)
+    moved = [make_augment("crop", 32)(x) for _ in range(5)]
+    assert all(m.shape == x.shape for m in moved)
+    assert any(not torch.equal(m, x) for m in moved)
+    assert make_augment("crop_flip", 16)(torch.zeros(3, 3, 16, 16)).shape == (3, 3, 16, 16)
+
+
+def test_train_network_learns_a_separable_problem():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(2).repeat(8)
+    images = torch.randn(16, 1, 8, 8, generator=generator) * 0.1 + (labels.float() * 2 - 1).view(-1, 1, 1, 1)
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(width=4, depth=1), 2, 1, 8)
+    recipe = TrainRecipe(epochs=30, batch_size=8, lr=0.05)
+    train_network(model, tensor_batches(images, labels, 8, generator), recipe, torch.device("cpu"), 8)
+    assert accuracy_on(model, [(images, labels)], torch.device("cpu")) == 1.0
+
+
+def test_train_network_accepts_soft_labels():
+    images = torch.randn(6, 1, 8, 8)
+    soft = torch.randn(6, 3)
+    model = build_model(ModelSpec(width=4, depth=1), 3, 1, 8)
+    train_network(model, tensor_batches(images, soft, 3, torch.Generator()), TrainRecipe(epochs=1), torch.device("cpu"), 8)
