@@ -102,18 +102,23 @@ class DistilledSet:
             raise DDError(f"{path}: no such file (expected a distilled.pt written by `dd run`)")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt or not a torch file
-            raise DDError(f"{path}: not a readable distilled set ({type(exc).__name__}: {exc})") from exc
+        except Exception as exc:  # corrupt, truncated or not a torch file
+            raise DDError(
+                f"{path}: not a readable distilled set ({type(exc).__name__}); it is corrupt or was not written by `dd run`"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != DISTILLED_FORMAT:
             raise DDError(f"{path}: not a ddcore distilled set (format {DISTILLED_FORMAT} expected)")
-        distilled = cls(
-            images=data["images"],
-            labels=data["labels"],
-            class_names=list(data["class_names"]),
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-            lr=data["lr"],
-            meta=dict(data["meta"]),
-        )
-        distilled.validate()
+        try:
+            distilled = cls(
+                images=data["images"],
+                labels=data["labels"],
+                class_names=list(data["class_names"]),
+                mean=tuple(data["mean"]),
+                std=tuple(data["std"]),
+                lr=data["lr"],
+                meta=dict(data["meta"]),
+            )
+            distilled.validate()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DDError(f"{path}: not a valid ddcore distilled set ({type(exc).__name__}: {exc})") from None
         return distilled

@@ -69,7 +69,13 @@ class DDPluginManager(pluggy.PluginManager):
         try:
             self.register(plugin, name=info.name)
         except pluggy.PluginValidationError as exc:
-            raise PluginLoadError(f'Plugin "{info.name}" ({info.label()}) is invalid: {exc}') from exc
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            raise PluginLoadError(f'Plugin "{info.name}" ({info.label()}) is invalid: {detail}') from exc
+        except ValueError as exc:  # the same object under a second name
+            raise PluginLoadError(
+                f'Plugin "{info.name}" ({info.label()}) is the same object as the active plugin '
+                f'"{self.get_name(plugin)}"; request only one of them'
+            ) from exc
         info.hooks = sorted(caller.name for caller in self.get_hookcallers(plugin) or [])
         self.infos[info.name] = info
 

@@ -300,7 +300,8 @@ def evaluate_saved_run(
         for info in manifest.get("plugins", [])
         if info.get("source") in ("entry-point", "file")
     ]
-    recorded["plugin"] = {k: v for k, v in (recorded.get("plugin") or {}).items() if k in {*recorded["plugins"], "eval"}}
+    reactivated = {info["name"] for info in manifest.get("plugins", []) if info.get("source") in ("entry-point", "file")}
+    recorded["plugin"] = {k: v for k, v in (recorded.get("plugin") or {}).items() if k in reactivated}
     pipeline = Pipeline(deep_merge(recorded, dict(overrides or {})), plugins, quiet=quiet, write=False)
     pipeline.ctx.out_dir = run_dir
     pipeline.build_dataset()
