@@ -7,6 +7,7 @@ the strategy choice, the dataset name, the output directory and ``ipc`` against 
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -46,12 +47,19 @@ class RunResult:
 
 def default_cache_dir() -> Path:
     """``$DDCORE_CACHE``, else ``$XDG_CACHE_HOME/ddcore``, else ``~/.cache/ddcore``."""
-    import os
-
     if os.environ.get("DDCORE_CACHE"):
         return Path(os.environ["DDCORE_CACHE"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ddcore"
+
+
+def accelerator_available() -> bool:
+    """A GPU (CUDA or MPS) to run on; without one the Accelerator is built for the CPU, so that
+    ``torchrun``-launched processes connect over gloo instead of each running alone."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
 def run_name(config: RunConfig) -> str:
@@ -129,7 +137,13 @@ class Pipeline:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        accelerator = Accelerator(cpu=self.config.cpu)
+        accelerator = Accelerator(cpu=self.config.cpu or not accelerator_available())
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > 1 and accelerator.num_processes != launched:
+            raise ConfigError(
+                f"launched as {launched} processes, but accelerate joined {accelerator.num_processes}: "
+                "pass --cpu (or set ACCELERATE_USE_CPU=1) so that the processes connect over gloo"
+            )
         set_seed(self.config.seed)
         reporter = Reporter(quiet=quiet, enabled=accelerator.is_main_process)
         self.write = write
