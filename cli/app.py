@@ -21,10 +21,15 @@ class DDGroup(click.Group):
     ``dd_register_commands``; nothing else installed is imported.
     """
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Name installed plugins' command groups from metadata, without importing them."""
         from ddcore.plugins import installed_entry_points
 
-        return sorted({*super().list_commands(ctx), *installed_entry_points()})
+        names = sorted(set(installed_entry_points()) - set(self.commands))
+        if names:
+            with formatter.section("Plugin commands (if the plugin adds any)"):
+                formatter.write_dl([(name, f"dd {name} --help") for name in names])
+        super().format_epilog(ctx, formatter)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
@@ -37,11 +42,9 @@ class DDGroup(click.Group):
         from ddcore.hooks import Hooks
         from ddcore.plugins import get_plugin_manager
 
-        Hooks(get_plugin_manager([name])).register_commands(self)
-        command = super().get_command(ctx, name)
-        if command is None:
-            return _no_commands(name)
-        return command
+        scratch = click.Group(name=self.name, commands=dict(self.commands))  # the root stays untouched
+        Hooks(get_plugin_manager([name])).register_commands(scratch)
+        return scratch.commands.get(name) or _no_commands(name)
 
 
 def _no_commands(plugin: str) -> click.Command:

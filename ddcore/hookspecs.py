@@ -69,8 +69,8 @@ def dd_register_commands(cli: "click.Group") -> None:
     """Add subcommands to the ``dd`` command line.
 
     When: when ``dd <name> ...`` is invoked and ``<name>`` is the entry-point name of an installed
-    plugin (only that plugin is imported), and by ``dd --help``-style listings. Core commands cannot
-    be replaced.
+    plugin: only that plugin is imported and asked for its commands (``dd --help`` lists installed
+    plugin names from metadata without importing them). Core commands cannot be replaced.
 
     Args:
         cli: the root :class:`click.Group`. Add a group named after the plugin
