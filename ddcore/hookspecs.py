@@ -14,7 +14,9 @@ Implement a hook with :data:`ddcore.hookimpl`::
         return None  # abstain
 
 Core code never calls ``pm.hook`` directly: it goes through :class:`ddcore.hooks.Hooks`, which
-validates answers, applies the combination rules below and names the plugin that broke them.
+validates answers, applies the combination rules below and names the plugin that broke them. It calls
+each implementation on its own (to attribute answers), so hook wrappers (``wrapper=True``) are not
+supported in 0.1 and are refused with an error naming the plugin.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ def dd_select(ctx: "RunContext", dataset: "ImageDataset", ipc: int) -> "Selectio
     Combination: stops at the first non-None result. The built-in ``random-real`` (seeded random
     images per class) is ``trylast``. If two requested plugins implement this hook, the run stops
     before any work with an error naming both; choose one with ``--select NAME`` (config ``select``).
+    A plugin chosen that way must answer: ``None`` from it is an error.
 
     Processes: called on every process with the same seed; must give the same answer everywhere
     (use ``ctx.generator``, never global random state). A plugin that shards its scoring gathers
@@ -137,7 +140,8 @@ def dd_initialize(ctx: "RunContext", selection: "Selection") -> "DistilledSet | 
 
     Combination: stops at the first non-None result. The built-in ``as-selected`` (the selected
     images unchanged, hard labels) is ``trylast``. Two requested implementers stop the run before
-    any work; choose with ``--initialize NAME`` (config ``initialize``).
+    any work; choose with ``--initialize NAME`` (config ``initialize``). A plugin chosen that way
+    must answer: ``None`` from it is an error.
 
     Processes: called on every process; must be deterministic given ``ctx.generator``.
 
@@ -157,7 +161,8 @@ def dd_pixel_weights(
     """Weight the synthetic images' gradient pixel by pixel (e.g. EDF's Grad-CAM soft mask).
 
     When: in every distillation step, after the matching loss's backward and before the optimiser
-    step. Not called by selection-only runs (``distill = "none"``).
+    step. Not called by selection-only runs (``distill = "none"``, the only strategy in 0.1; the
+    trajectory-matching engine that calls it is the next milestone).
 
     Args:
         ctx: the run context.
@@ -166,7 +171,8 @@ def dd_pixel_weights(
         step: the outer distillation iteration, from 0.
 
     Returns: a float tensor broadcastable to ``[N, 1, H, W]`` (``[N,1,H,W]``, ``[1,1,H,W]``,
-    ``[N,1,1,1]``, ...), on ``images.device``; or ``None`` to abstain.
+    ``[N,1,1,1]``, ...), on ``images.device`` (not checked: a wrong device fails in the product);
+    or ``None`` to abstain.
 
     Combination: the elementwise product of all non-None answers multiplies ``images.grad``
     (broadcast over channels). No answer means weight 1. Shapes are checked; a wrong shape is an
@@ -186,7 +192,7 @@ def dd_supervision_weights(
     """Weight the elements of the matching supervision (e.g. EDF's common-pattern dropout).
 
     When: in every trajectory-matching step, after the unrolled student is compared with the
-    expert, before the loss is reduced. Not called by selection-only runs.
+    expert, before the loss is reduced. Not called by selection-only runs (the only kind in 0.1).
 
     Args:
         ctx: the run context.
@@ -222,8 +228,8 @@ def dd_evaluate(ctx: "RunContext", distilled: "DistilledSet") -> "dict[str, Any]
             held-out data).
         distilled: the final distilled set (``images [N, C, H, W]``, ``labels``, ``lr``).
 
-    Returns: a dict of metric name to a float (or a list of floats for per-repeat values), or
-    ``None`` to abstain.
+    Returns: a dict of metric name to a number (int or float, not bool) or a list of numbers for
+    per-repeat values, or ``None`` to abstain. Other value types are an error naming the plugin.
 
     Combination: all answers are collected; keys are namespaced ``"<plugin>/<metric>"``
     (``eval/acc_mean``); a clash is an error.
