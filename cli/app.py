@@ -84,7 +84,7 @@ _register_core_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dd`` console script."""
-    from ddcore.hooks import PluginCrash
+    from ddcore.errors import PluginCrash
 
     try:
         code = cli.main(args=argv, prog_name="dd", standalone_mode=False)

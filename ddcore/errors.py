@@ -7,6 +7,9 @@ with status 2 for these; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class DDError(Exception):
     """Base class for problems the user can fix. ``str(err)`` is the one-line message."""
@@ -53,3 +56,35 @@ class PluginCallError(DDError):
         self.dist = dist
         who = f'plugin "{plugin}"' + (f" ({dist})" if dist else "")
         super().__init__(f"{hook}: {who} {message}")
+
+
+class PluginCrash(Exception):
+    """A plugin's code raised an unexpected exception (a bug in the plugin); chained to it.
+
+    Not a :class:`DDError`: the ``dd`` command shows a short traceback, names ``where`` (the hook or
+    the dataset factory) and the plugin, and exits with status 1.
+    """
+
+    def __init__(self, where: str, plugin: str, dist: str | None, exc: BaseException):
+        self.hook, self.plugin, self.dist = where, plugin, dist
+        who = f'plugin "{plugin}"' + (f" ({dist})" if dist else "")
+        super().__init__(f"{where}: {who} raised {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def attributed_to(where: str, plugin: str, dist: str | None = None) -> Iterator[None]:
+    """Run plugin code so that any failure names the plugin.
+
+    A :class:`PluginError` without a plugin gets ``plugin``; other :class:`DDError` pass through;
+    anything else becomes :class:`PluginCrash` chained to the original.
+    """
+    try:
+        yield
+    except PluginError as exc:
+        if exc.plugin is None:
+            exc.plugin = plugin
+        raise
+    except DDError:
+        raise
+    except Exception as exc:
+        raise PluginCrash(where, plugin, dist, exc) from exc

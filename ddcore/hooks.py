@@ -17,7 +17,7 @@ import torch
 from pluggy import HookImpl
 
 from ddcore.distilled import DistilledSet, Selection
-from ddcore.errors import ConfigError, DDError, PluginCallError, PluginError
+from ddcore.errors import ConfigError, PluginCallError, PluginCrash, attributed_to  # noqa: F401 (PluginCrash re-exported)
 from ddcore.plugins import BUILTIN_NAMES, DDPluginManager
 
 if TYPE_CHECKING:
@@ -31,15 +31,6 @@ logger = logging.getLogger("ddcore.hooks")
 
 #: The firstresult hooks and the config key that picks one implementer.
 STRATEGY_HOOKS = {"dd_select": "select", "dd_initialize": "initialize"}
-
-
-class PluginCrash(Exception):
-    """A hook implementation raised an unexpected exception (a bug in the plugin); chained to it."""
-
-    def __init__(self, hook: str, plugin: str, dist: str | None, exc: BaseException):
-        self.hook, self.plugin, self.dist = hook, plugin, dist
-        where = f'plugin "{plugin}"' + (f" ({dist})" if dist else "")
-        super().__init__(f"{hook}: {where} raised {type(exc).__name__}: {exc}")
 
 
 class Hooks:
@@ -84,15 +75,8 @@ class Hooks:
         args = {name: kwargs[name] for name in impl.argnames}
         started = time.perf_counter()
         try:
-            result = impl.function(**args)
-        except PluginError as exc:
-            if exc.plugin is None:
-                exc.plugin = impl.plugin_name
-            raise
-        except DDError:
-            raise
-        except Exception as exc:
-            raise PluginCrash(hook, impl.plugin_name, self._dist(impl.plugin_name), exc) from exc
+            with attributed_to(hook, impl.plugin_name, self._dist(impl.plugin_name)):
+                result = impl.function(**args)
         finally:
             record = self.stats[hook][impl.plugin_name]
             record["calls"] += 1

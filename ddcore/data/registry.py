@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ddcore.data.base import DatasetOptions, ImageDataset
-from ddcore.errors import ConfigError, DDError, PluginError
+from ddcore.errors import ConfigError, PluginError, attributed_to
 
 DatasetFactory = Callable[[DatasetOptions], ImageDataset]
 
@@ -57,18 +57,8 @@ class DatasetRegistry:
     def build(self, name: str, options: DatasetOptions) -> ImageDataset:
         """Build dataset ``name``; problems are attributed to the plugin that registered it."""
         entry = self.entry(name)
-        try:
+        with attributed_to(f'dataset "{name}"', entry.plugin):
             dataset = entry.factory(options)
-        except PluginError as exc:
-            if exc.plugin is None:
-                exc.plugin = entry.plugin
-            raise
-        except DDError:
-            raise
-        except Exception as exc:
-            from ddcore.hooks import PluginCrash
-
-            raise PluginCrash(f'dataset "{name}"', entry.plugin, None, exc) from exc
         if not isinstance(dataset, ImageDataset):
             raise PluginError(
                 f'dataset "{name}" factory returned {type(dataset).__name__}, expected ddcore.ImageDataset',
