@@ -94,7 +94,7 @@ def run_command(config_file, plugins, sets, quiet, as_json, **flags) -> None:
 
     data = merged_config(config_file, plugins, sets, **flags)
     result = run(data, quiet=quiet or as_json)
-    if not result.config or result.manifest["accelerate"]["process_index"] != 0:
+    if result.manifest["accelerate"]["process_index"] != 0:  # only the main process prints
         return
     if as_json:
         click.echo(json.dumps({"out_dir": str(result.out_dir), "metrics": result.metrics}, indent=2))
