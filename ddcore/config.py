@@ -61,7 +61,7 @@ class EvalConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: Literal["step", "cosine", "constant"] = "step"
-    augment: Literal["auto", "none", "crop", "crop_flip"] = "auto"
+    augment: Literal["auto", "none", "crop", "crop_flip", "dsa"] = "auto"
     labels: Literal["auto", "hard", "soft"] = "auto"
     baseline: list[str] = field(default_factory=list)
     test_batch_size: int = 500

@@ -49,20 +49,27 @@ def make_augment(kind: str, image_size: int) -> nn.Module | None:
     """A kornia augmentation applied to each training batch, or ``None`` for ``"none"``.
 
     ``crop``: pad by ``image_size // 8`` (reflect) and crop back at a random position;
-    ``crop_flip``: the same plus a horizontal flip with p=0.5 (for natural images, not digits).
+    ``crop_flip``: the same plus a horizontal flip with p=0.5 (for natural images, not digits);
+    ``dsa``: differentiable siamese augmentation (:mod:`ddcore.augment`, one family per batch), its
+    generator seeded from the global torch RNG (call under ``fork_rng`` with a seed).
     Shape: ``[B, C, H, W]`` -> ``[B, C, H, W]``.
     """
     import kornia.augmentation as K
 
     if kind == "none":
         return None
+    if kind == "dsa":
+        from ddcore.augment import DSA, DSAugment
+
+        seed = int(torch.randint(0, 2**62, (1,)))
+        return DSAugment(DSA(), torch.Generator().manual_seed(seed))
     pad = max(1, image_size // 8)
     crop = K.RandomCrop((image_size, image_size), padding=pad, padding_mode="reflect")
     if kind == "crop":
         return crop
     if kind == "crop_flip":
         return nn.Sequential(crop, K.RandomHorizontalFlip(p=0.5))
-    raise ValueError(f"unknown augmentation {kind!r} (none, crop, crop_flip)")
+    raise ValueError(f"unknown augmentation {kind!r} (none, crop, crop_flip, dsa)")
 
 
 def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator) -> Batches:

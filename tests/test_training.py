@@ -52,6 +52,17 @@ def test_augmentations_keep_shape_and_move_pixels():
     assert make_augment("crop_flip", 16)(torch.zeros(3, 3, 16, 16)).shape == (3, 3, 16, 16)
 
 
+def test_dsa_augment_is_seeded_by_the_global_rng():
+    x = torch.randn(4, 1, 8, 8)
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        augment = make_augment("dsa", 8)
+        outputs.append(torch.stack([augment(x) for _ in range(3)]))
+    assert torch.equal(outputs[0], outputs[1])
+    assert outputs[0].shape == (3, 4, 1, 8, 8)
+
+
 def test_train_network_learns_a_separable_problem():
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(2).repeat(8)
