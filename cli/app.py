@@ -71,11 +71,12 @@ def cli() -> None:
 def _register_core_commands() -> None:
     from ddcore_cli.datasets_cmd import datasets_command
     from ddcore_cli.eval_cmd import eval_command
+    from ddcore_cli.experts_cmd import experts_command
     from ddcore_cli.plugins_cmd import plugins_command
     from ddcore_cli.run_cmd import run_command
     from ddcore_cli.show_cmd import show_command
 
-    for command in (run_command, plugins_command, show_command, eval_command, datasets_command):
+    for command in (run_command, plugins_command, show_command, eval_command, datasets_command, experts_command):
         cli.add_command(command)
 
 

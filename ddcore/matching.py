@@ -26,29 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ddcore.flatparams import unflatten_params
 from ddcore.training import soft_cross_entropy
 
-ParamShapes = Sequence[tuple[str, torch.Size]]
+ParamShapes = Sequence[tuple[str, Sequence[int]]]
 Augment = Callable[[torch.Tensor], torch.Tensor]
-
-
-def flatten_params(model: nn.Module) -> tuple[torch.Tensor, list[tuple[str, torch.Size]]]:
-    """``(flat [P], [(name, shape), ...])`` of ``model``'s parameters in ``named_parameters`` order."""
-    shapes = [(name, p.shape) for name, p in model.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
-    return flat, shapes
-
-
-def unflatten(flat: torch.Tensor, shapes: ParamShapes) -> dict[str, torch.Tensor]:
-    """Views of ``flat [P]`` shaped like the parameters (differentiable: gradients reach ``flat``)."""
-    params, offset = {}, 0
-    for name, shape in shapes:
-        size = int(torch.Size(shape).numel())
-        params[name] = flat[offset : offset + size].view(shape)
-        offset += size
-    if offset != flat.numel():
-        raise ValueError(f"flat vector has {flat.numel()} elements, the shapes need {offset}")
-    return params
 
 
 def minibatch_order(n: int, batch_syn: int, syn_steps: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -84,7 +66,7 @@ def unroll(
         x = images[index]
         if augment is not None:
             x = augment(x)
-        logits = functional_call(model, unflatten(theta, shapes), (x,))
+        logits = functional_call(model, unflatten_params(theta, shapes), (x,))
         y = labels[index]
         ce = soft_cross_entropy(logits, y) if y.ndim == 2 else F.cross_entropy(logits, y)
         (grad,) = torch.autograd.grad(ce, theta, create_graph=True)

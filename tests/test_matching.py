@@ -6,15 +6,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ddcore.matching import (
-    flatten_params,
-    matching_step,
-    matching_terms,
-    minibatch_order,
-    unflatten,
-    unroll,
-    weighted_matching_loss,
-)
+from ddcore.flatparams import flatten_params, param_shapes_of, unflatten_params
+from ddcore.matching import matching_step, matching_terms, minibatch_order, unroll, weighted_matching_loss
 
 
 def tiny_model() -> nn.Module:
@@ -24,7 +17,7 @@ def tiny_model() -> nn.Module:
 
 def setup(soft: bool = True):
     model = tiny_model()
-    start, shapes = flatten_params(model)
+    start, shapes = flatten_params(model), param_shapes_of(model)
     generator = torch.Generator().manual_seed(1)
     trajectory = torch.stack([start, start + 0.05 * torch.randn(start.shape, generator=generator, dtype=torch.float64),
                               start + 0.1 * torch.randn(start.shape, generator=generator, dtype=torch.float64)])
@@ -36,10 +29,10 @@ def setup(soft: bool = True):
 
 def test_flat_parameters_round_trip_through_functional_call():
     model = tiny_model()
-    flat, shapes = flatten_params(model)
+    flat, shapes = flatten_params(model), param_shapes_of(model)
     assert flat.numel() == sum(p.numel() for p in model.parameters())
     x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
-    assert torch.allclose(functional_call(model, unflatten(flat, shapes), (x,)), model(x))
+    assert torch.allclose(functional_call(model, unflatten_params(flat, shapes), (x,)), model(x))
 
 
 def test_unrolled_gradient_matches_finite_differences():

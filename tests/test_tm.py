@@ -7,7 +7,7 @@ import torch
 
 from ddcore import DistilledSet, hookimpl
 from ddcore.errors import ConfigError, DDError
-from ddcore.matching import flatten_params
+from ddcore.flatparams import flatten_params, param_shapes_of
 from ddcore.models import ModelSpec, build_model
 from ddcore.runner import Pipeline
 from ddcore.tm import TMConfig, distill_tm
@@ -25,12 +25,12 @@ class Buffer:
         for seed in range(count):
             torch.manual_seed(seed)
             model = build_model(SPEC, 10, 1, 32)
-            snapshots = [flatten_params(model)[0]]
+            snapshots = [flatten_params(model)]
             batches = tensor_batches(images, labels, 32, torch.Generator().manual_seed(seed))
             recipe = TrainRecipe(epochs=epochs, lr=0.05, schedule="constant")
-            train_network(model, batches, recipe, torch.device("cpu"), 32, on_epoch=lambda e, m=model: snapshots.append(flatten_params(m)[0]))
+            train_network(model, batches, recipe, torch.device("cpu"), 32, on_epoch=lambda e, m=model: snapshots.append(flatten_params(m)))
             self.trajectories.append(torch.stack(snapshots))
-        self.param_shapes = flatten_params(model)[1]
+        self.param_shapes = param_shapes_of(model)
 
     def __len__(self):
         return len(self.trajectories)
