@@ -8,6 +8,7 @@
       metrics.json     {"metrics": {"<plugin>/<name>": value, ...}}
       manifest.json    versions, plugins, resolved config, seed, topology, per-stage time and memory
       run.log          the log lines of the run
+      tm_log.json      per-iteration loss, expert, start epoch, syn_lr (distill = "tm" only)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ GRID_FILE = "grid.png"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 LOG_FILE = "run.log"
+TM_LOG_FILE = "tm_log.json"
 
 
 def class_grid(distilled: DistilledSet, pad: int = 2, min_cell: int = 32) -> torch.Tensor:

@@ -82,6 +82,83 @@ class EvalConfig:
 
 
 @dataclass
+class TMConfig:
+    """Trajectory-matching options (``[tm]``, used when ``distill = "tm"``); names follow the EDF/DATM spec.
+
+    ``augment`` is the differentiable augmentation of the unrolled student's batches (``dsa`` or ``none``).
+    """
+
+    iterations: int = 200
+    syn_steps: int = 10
+    expert_epochs: int = 2
+    min_start_epoch: int = 0
+    cur_max_start_epoch: int = 2
+    max_start_epoch: int = 4
+    expansion_end: int = 100
+    batch_syn: int = 0  # 0: the whole synthetic set in one batch
+    lr_img: float = 100.0
+    lr_lr: float = 1e-5
+    lr_y: float = 2.0
+    lr_teacher: float = 0.01
+    learn_labels: bool = False
+    skip_threshold: float = 0.0  # 0: never skip; else skip updates whose loss exceeds it
+    augment: Literal["dsa", "none"] = "dsa"
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "syn_steps", "expert_epochs", "expansion_end"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key 'tm.{key}' must be at least 1, got {getattr(self, key)}")
+        if not 0 <= self.min_start_epoch <= self.cur_max_start_epoch <= self.max_start_epoch:
+            raise ConfigError(
+                "config keys 'tm.min_start_epoch' <= 'tm.cur_max_start_epoch' <= 'tm.max_start_epoch' must hold, got "
+                f"{self.min_start_epoch}, {self.cur_max_start_epoch}, {self.max_start_epoch}"
+            )
+        if self.batch_syn < 0:
+            raise ConfigError(f"config key 'tm.batch_syn' must be >= 0, got {self.batch_syn}")
+        if self.skip_threshold < 0:
+            raise ConfigError(f"config key 'tm.skip_threshold' must be >= 0 (0 = never skip), got {self.skip_threshold}")
+        for key in ("lr_img", "lr_lr", "lr_y", "lr_teacher"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"config key 'tm.{key}' must be > 0, got {getattr(self, key)}")
+
+    def check_against(self, expert_length: int) -> None:
+        """Reject a start window the experts cannot serve (``expert_length`` = snapshots - 1 = epochs)."""
+        last_start = self.max_start_epoch - 1 if self.max_start_epoch > self.min_start_epoch else self.min_start_epoch
+        if last_start + self.expert_epochs > expert_length:
+            raise ConfigError(
+                f"tm.max_start_epoch {self.max_start_epoch} + tm.expert_epochs {self.expert_epochs} needs experts of at "
+                f"least {last_start + self.expert_epochs} epochs, they have {expert_length}"
+            )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ExpertsConfig:
+    """Expert trajectories for trajectory matching (``[experts]``); cached, see :mod:`ddcore.experts`.
+
+    The experts use the evaluator's network (``[eval]`` model, width, depth, norm). ``epochs = 0``
+    trains just as many epochs as the ``[tm]`` window needs (``max_start_epoch + expert_epochs``).
+    """
+
+    num: int = 5
+    epochs: int = 0
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    augment: Literal["auto", "none", "crop", "crop_flip", "dsa"] = "auto"
+
+    def __post_init__(self) -> None:
+        _at_least("experts.num", self.num, 1)
+        _at_least("experts.epochs", self.epochs, 0)
+        _at_least("experts.batch_size", self.batch_size, 1)
+        if self.lr <= 0:
+            raise ConfigError(f"config key 'experts.lr' must be > 0, got {self.lr}")
+
+
+@dataclass
 class RunConfig:
     """Everything that shapes a run. Recorded, resolved, in the run's ``manifest.json``."""
 
@@ -95,12 +172,14 @@ class RunConfig:
     plugins: list[str] = field(default_factory=list)
     select: str = ""
     initialize: str = ""
-    distill: Literal["none"] = "none"
+    distill: Literal["none", "tm"] = "none"
     out: str = ""
     overwrite: bool = False
     cache_dir: str = ""
     cpu: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tm: TMConfig = field(default_factory=TMConfig)
+    experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     plugin: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

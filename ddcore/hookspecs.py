@@ -161,8 +161,8 @@ def dd_pixel_weights(
     """Weight the synthetic images' gradient pixel by pixel (e.g. EDF's Grad-CAM soft mask).
 
     When: in every distillation step, after the matching loss's backward and before the optimiser
-    step. Not called by selection-only runs (``distill = "none"``, the only strategy in 0.1; the
-    trajectory-matching engine that calls it is the next milestone).
+    step of the built-in trajectory matcher (``distill = "tm"``). Not called by selection-only runs
+    (``distill = "none"``).
 
     Args:
         ctx: the run context.
@@ -192,7 +192,7 @@ def dd_supervision_weights(
     """Weight the elements of the matching supervision (e.g. EDF's common-pattern dropout).
 
     When: in every trajectory-matching step, after the unrolled student is compared with the
-    expert, before the loss is reduced. Not called by selection-only runs (the only kind in 0.1).
+    expert, before the loss is reduced (``distill = "tm"``). Not called by selection-only runs.
 
     Args:
         ctx: the run context.

@@ -132,6 +132,8 @@ class Pipeline:
         self.pm = get_plugin_manager([*self.config.plugins, *plugins])
         self.hooks = Hooks(self.pm, select=self.config.select, initialize=self.config.initialize)
         plugin_options = validate_plugin_options(self.pm, self.config.plugin)
+        if self.config.distill == "tm":
+            self.config.tm.check_against(self.expert_epochs())
         self.registry = self.hooks.register_datasets(DatasetRegistry())
         self.registry.entry(self.config.dataset)  # unknown names fail here, before any work
         from accelerate import Accelerator
@@ -229,6 +231,41 @@ class Pipeline:
         self.ctx.dataset = dataset
         return dataset
 
+    def expert_epochs(self) -> int:
+        """Epochs per expert: ``experts.epochs``, or just what the ``[tm]`` window needs."""
+        tm = self.config.tm
+        return self.config.experts.epochs or tm.max_start_epoch + tm.expert_epochs
+
+    def distill_by_matching(self, initial: DistilledSet) -> DistilledSet:
+        """``distill = "tm"``: make sure the experts exist (cached), then match their trajectories."""
+        from ddcore.augment import DSA, DSAugment
+        from ddcore.experts import ensure_experts, recipe_for_dataset
+        from ddcore.presets import resolve_eval
+        from ddcore.tm import distill_tm
+
+        ctx, config = self.ctx, self.config
+        spec = resolve_eval(config.eval, ctx.dataset).model
+        experts = config.experts
+        recipe = recipe_for_dataset(
+            ctx.dataset, experts.num, self.expert_epochs(),
+            model=spec.name, width=spec.width, depth=spec.depth, norm=spec.norm, seed=config.seed,
+            augment=experts.augment, lr=experts.lr, momentum=experts.momentum,
+            weight_decay=experts.weight_decay, batch_size=experts.batch_size,
+        )  # fmt: skip
+        with self.stages.stage("experts"):
+            buffer = ensure_experts(ctx, ctx.dataset, recipe, data_root=config.data_root or None)
+        augment = DSAugment(DSA(), ctx.derive_generator("tm", "dsa")) if config.tm.augment == "dsa" else None
+        with self.stages.stage("distill"):
+            distilled, log = distill_tm(ctx, initial, buffer, spec, config.tm, augment)
+        last = log[-10:]
+        ctx.record("tm", {
+            "model": spec.__dict__, "iterations": len(log), "skipped": sum(row["skipped"] for row in log),
+            "first_loss": log[0]["loss"], "last_loss_mean10": sum(row["loss"] for row in last) / len(last),
+            "syn_lr": distilled.lr,
+        })  # fmt: skip
+        ctx.stash["tm_log"] = log
+        return distilled
+
     def execute(self) -> RunResult:
         ctx, hooks, reporter = self.ctx, self.hooks, self.ctx.reporter
         dataset = self.build_dataset()  # checks ipc against the class sizes before anything is written
@@ -250,6 +287,8 @@ class Pipeline:
                 f"selected by {distilled.meta.get('selected_by')}, initialised by {distilled.meta.get('initialized_by')}: "
                 f"{distilled.images.shape[0]} images"
             )
+            if self.config.distill == "tm":
+                distilled = self.distill_by_matching(distilled)
             with self.stages.stage("evaluate"):
                 metrics = hooks.evaluate(ctx, distilled)
             if ctx.out_dir is not None and ctx.is_main_process:
@@ -257,6 +296,8 @@ class Pipeline:
                     distilled.save(ctx.out_dir / artifacts.DISTILLED_FILE)
                     artifacts.save_grid(distilled, ctx.out_dir / artifacts.GRID_FILE)
                     artifacts.save_metrics(ctx.out_dir / artifacts.METRICS_FILE, metrics)
+                    if "tm_log" in ctx.stash:
+                        write_json(ctx.out_dir / artifacts.TM_LOG_FILE, ctx.stash["tm_log"])
             manifest = self._write_manifest("complete")
         except BaseException as exc:
             self._write_manifest("failed", f"{type(exc).__name__}: {exc}")

@@ -12,12 +12,12 @@ Options live in the ``[tm]`` table of the run config (:class:`TMConfig`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 import torch
 
 from ddcore.distilled import DistilledSet
+from ddcore.config import TMConfig
 from ddcore.errors import ConfigError, DDError
 from ddcore.matching import matching_step, minibatch_order, start_epoch_upper_bound
 from ddcore.models import build_model
@@ -36,53 +36,6 @@ class Trajectories(Protocol):
 
     def trajectory(self, index: int) -> torch.Tensor:  # [E+1, P]
         ...
-
-
-@dataclass
-class TMConfig:
-    """Trajectory-matching options (``[tm]``); names follow the EDF/DATM spec."""
-
-    iterations: int = 200
-    syn_steps: int = 10
-    expert_epochs: int = 2
-    min_start_epoch: int = 0
-    cur_max_start_epoch: int = 2
-    max_start_epoch: int = 4
-    expansion_end: int = 100
-    batch_syn: int = 0  # 0: the whole synthetic set in one batch
-    lr_img: float = 100.0
-    lr_lr: float = 1e-5
-    lr_y: float = 2.0
-    lr_teacher: float = 0.01
-    learn_labels: bool = False
-    skip_threshold: float = math.inf
-
-    def __post_init__(self) -> None:
-        for key in ("iterations", "syn_steps", "expert_epochs", "expansion_end"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key 'tm.{key}' must be at least 1, got {getattr(self, key)}")
-        if not 0 <= self.min_start_epoch <= self.cur_max_start_epoch <= self.max_start_epoch:
-            raise ConfigError(
-                "config keys 'tm.min_start_epoch' <= 'tm.cur_max_start_epoch' <= 'tm.max_start_epoch' must hold, got "
-                f"{self.min_start_epoch}, {self.cur_max_start_epoch}, {self.max_start_epoch}"
-            )
-        if self.batch_syn < 0:
-            raise ConfigError(f"config key 'tm.batch_syn' must be >= 0, got {self.batch_syn}")
-        for key in ("lr_img", "lr_lr", "lr_y", "lr_teacher"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"config key 'tm.{key}' must be > 0, got {getattr(self, key)}")
-
-    def check_against(self, expert_length: int) -> None:
-        """Reject a start window the experts cannot serve (``expert_length`` = snapshots - 1 = epochs)."""
-        last_start = self.max_start_epoch - 1 if self.max_start_epoch > self.min_start_epoch else self.min_start_epoch
-        if last_start + self.expert_epochs > expert_length:
-            raise ConfigError(
-                f"tm.max_start_epoch {self.max_start_epoch} + tm.expert_epochs {self.expert_epochs} needs experts of at "
-                f"least {last_start + self.expert_epochs} epochs, they have {expert_length}"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sample_start_epoch(config: TMConfig, iteration: int, generator: torch.Generator) -> int:
@@ -143,7 +96,7 @@ def distill_tm(
                 raise DDError(
                     f"trajectory matching diverged at iteration {iteration} (loss {result.loss}); lower tm.lr_img or tm.lr_lr"
                 )
-            skipped = result.loss > config.skip_threshold
+            skipped = config.skip_threshold > 0 and result.loss > config.skip_threshold
             if not skipped:
                 for optimiser in optimisers:
                     optimiser.step()

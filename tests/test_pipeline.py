@@ -131,3 +131,34 @@ def test_in_memory_run_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run({"ipc": 1, "workers": 0, "eval": {"runs": 0}}, write=False)
     assert result.out_dir is None and list(tmp_path.iterdir()) == []
+
+
+def test_trajectory_matching_run_end_to_end(tmp_path):
+    """distill = "tm": experts are trained and cached, the images move, the log and records are written."""
+    config = tiny(
+        tmp_path, ipc=1, distill="tm",
+        tm={"iterations": 3, "syn_steps": 2, "max_start_epoch": 2, "cur_max_start_epoch": 1},
+        experts={"num": 2, "batch_size": 512}, eval={"runs": 1, "epochs": 1, "width": 8},
+    )  # fmt: skip
+    result = run(config)
+    out = result.out_dir
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"experts", "distill"} <= set(manifest["stages"])
+    assert manifest["records"]["tm"]["iterations"] == 3 and manifest["records"]["experts"]["num_experts"] == 2
+    log = json.loads((out / "tm_log.json").read_text())
+    assert [row["iteration"] for row in log] == [0, 1, 2]
+    assert result.distilled.meta["distilled_by"] == "tm" and result.distilled.lr is not None
+    untouched = run({**config, "distill": "none", "out": str(tmp_path / "plain")})
+    assert not torch.equal(result.distilled.images, untouched.distilled.images)  # same selection, matched away
+    again = run({**config, "out": str(tmp_path / "again")})  # experts now come from the cache
+    assert manifest["records"]["experts"]["trained"] and not json.loads(
+        (tmp_path / "again" / "manifest.json").read_text())["records"]["experts"]["trained"]
+    assert torch.equal(again.distilled.images, result.distilled.images)
+
+
+def test_window_beyond_the_experts_is_rejected_before_any_work(tmp_path):
+    from ddcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs experts of at least 6 epochs, they have 3"):
+        run(tiny(tmp_path, distill="tm", tm={"max_start_epoch": 5}, experts={"epochs": 3}))
+    assert not (tmp_path / "run").exists()
