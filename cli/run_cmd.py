@@ -83,17 +83,23 @@ def merged_config(config_file: Path | None, plugins: tuple[str, ...], sets: tupl
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set eval.lr=0.02 --set plugin.edf.beta=2.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache folder (default $DDCORE_CACHE or ~/.cache/ddcore).")
 @click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")
+@click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR", help="Continue an interrupted run with its recorded config.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the metrics table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
-def run_command(config_file, plugins, sets, quiet, as_json, **flags) -> None:
+def run_command(config_file, plugins, sets, resume, quiet, as_json, **flags) -> None:
     """Distil a dataset and evaluate the result; artifacts go to the run directory."""
     import json
 
-    from ddcore.runner import run
+    from ddcore.errors import DDError
+    from ddcore.runner import resume_run, run
     from ddcore_cli.output import metrics_table, stdout
 
-    data = merged_config(config_file, plugins, sets, **flags)
-    result = run(data, quiet=quiet or as_json)
+    if resume is not None:
+        if config_file or plugins or sets or any(v not in (None, False, ()) for v in flags.values()):
+            raise DDError("--resume continues a run with its recorded config; give no other run options")
+        result = resume_run(resume, quiet=quiet or as_json)
+    else:
+        result = run(merged_config(config_file, plugins, sets, **flags), quiet=quiet or as_json)
     if result.manifest["accelerate"]["process_index"] != 0:  # only the main process prints
         return
     if as_json:

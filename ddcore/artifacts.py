@@ -8,7 +8,8 @@
       metrics.json     {"metrics": {"<plugin>/<name>": value, ...}}
       manifest.json    versions, plugins, resolved config, seed, topology, per-stage time and memory
       run.log          the log lines of the run
-      tm_log.json      per-iteration loss, expert, start epoch, syn_lr (distill = "tm" only)
+      tm_log.json      per-iteration loss, experts, start epoch, syn_lr (distill = "tm" only)
+      checkpoints/     initial.pt and the newest tm-<iteration>.pt files, for `dd run --resume`
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 LOG_FILE = "run.log"
 TM_LOG_FILE = "tm_log.json"
+CHECKPOINT_DIR = "checkpoints"
+INITIAL_FILE = "initial.pt"
 
 
 def class_grid(distilled: DistilledSet, pad: int = 2, min_cell: int = 32) -> torch.Tensor:

@@ -103,6 +103,7 @@ class TMConfig:
     learn_labels: bool = False
     skip_threshold: float = 0.0  # 0: never skip; else skip updates whose loss exceeds it
     augment: Literal["dsa", "none"] = "dsa"
+    checkpoint_every: int = 25  # 0: no checkpoints (no resume)
 
     def __post_init__(self) -> None:
         for key in ("iterations", "syn_steps", "expert_epochs", "expansion_end"):
@@ -113,6 +114,8 @@ class TMConfig:
                 "config keys 'tm.min_start_epoch' <= 'tm.cur_max_start_epoch' <= 'tm.max_start_epoch' must hold, got "
                 f"{self.min_start_epoch}, {self.cur_max_start_epoch}, {self.max_start_epoch}"
             )
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"config key 'tm.checkpoint_every' must be >= 0, got {self.checkpoint_every}")
         if self.batch_syn < 0:
             raise ConfigError(f"config key 'tm.batch_syn' must be >= 0, got {self.batch_syn}")
         if self.skip_threshold < 0:

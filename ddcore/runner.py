@@ -24,7 +24,7 @@ from ddcore.context import RunContext
 from ddcore.data.base import DatasetOptions, ImageDataset
 from ddcore.data.registry import DatasetRegistry
 from ddcore.distilled import DistilledSet
-from ddcore.errors import ConfigError
+from ddcore.errors import ConfigError, DDError
 from ddcore.hooks import Hooks
 from ddcore.plugins import DDPluginManager, get_plugin_manager
 from ddcore.reporting import Reporter
@@ -231,6 +231,21 @@ class Pipeline:
         self.ctx.dataset = dataset
         return dataset
 
+    def initial_set(self) -> DistilledSet:
+        """``dd_select`` then ``dd_initialize``; a resumed run reloads the initial set it saved instead."""
+        ctx = self.ctx
+        saved = ctx.out_dir / artifacts.CHECKPOINT_DIR / artifacts.INITIAL_FILE if ctx.out_dir else None
+        if saved is not None and saved.exists():
+            ctx.reporter.info(f"resuming: initial set from {saved}")
+            return DistilledSet.load(saved)
+        with self.stages.stage("select"):
+            selection = self.hooks.select(ctx, ctx.dataset, self.config.ipc)
+        with self.stages.stage("initialize"):
+            distilled = self.hooks.initialize(ctx, selection)
+        if saved is not None and self.config.distill != "none" and ctx.is_main_process:
+            distilled.save(saved)
+        return distilled
+
     def expert_epochs(self) -> int:
         """Epochs per expert: ``experts.epochs``, or just what the ``[tm]`` window needs."""
         tm = self.config.tm
@@ -238,10 +253,9 @@ class Pipeline:
 
     def distill_by_matching(self, initial: DistilledSet) -> DistilledSet:
         """``distill = "tm"``: make sure the experts exist (cached), then match their trajectories."""
-        from ddcore.augment import DSA, DSAugment
         from ddcore.experts import ensure_experts, recipe_for_dataset
         from ddcore.presets import resolve_eval
-        from ddcore.tm import distill_tm
+        from ddcore.tm import distill_tm, latest_checkpoint
 
         ctx, config = self.ctx, self.config
         spec = resolve_eval(config.eval, ctx.dataset).model
@@ -254,9 +268,15 @@ class Pipeline:
         )  # fmt: skip
         with self.stages.stage("experts"):
             buffer = ensure_experts(ctx, ctx.dataset, recipe, data_root=config.data_root or None)
-        augment = DSAugment(DSA(), ctx.derive_generator("tm", "dsa")) if config.tm.augment == "dsa" else None
+        checkpoints = None
+        resume = None
+        if ctx.out_dir is not None:
+            checkpoints = ctx.out_dir / artifacts.CHECKPOINT_DIR
+            resume = latest_checkpoint(checkpoints)
+            if resume is not None:
+                ctx.reporter.info(f"resuming trajectory matching at iteration {resume['iteration']}")
         with self.stages.stage("distill"):
-            distilled, log = distill_tm(ctx, initial, buffer, spec, config.tm, augment)
+            distilled, log = distill_tm(ctx, initial, buffer, spec, config.tm, checkpoints, resume)
         last = log[-10:]
         ctx.record("tm", {
             "model": spec.__dict__, "iterations": len(log), "skipped": sum(row["skipped"] for row in log),
@@ -279,10 +299,7 @@ class Pipeline:
                 f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
                 f"{dataset.num_classes} classes, {dataset.image_shape}"
             )
-            with self.stages.stage("select"):
-                selection = hooks.select(ctx, dataset, self.config.ipc)
-            with self.stages.stage("initialize"):
-                distilled = hooks.initialize(ctx, selection)
+            distilled = self.initial_set()
             reporter.info(
                 f"selected by {distilled.meta.get('selected_by')}, initialised by {distilled.meta.get('initialized_by')}: "
                 f"{distilled.images.shape[0]} images"
@@ -329,6 +346,36 @@ def run(
     return Pipeline(config, plugins, quiet=quiet, write=write).execute()
 
 
+def read_run_manifest(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is not a directory (argument RUN_DIR)")
+    return artifacts.read_json(run_dir / artifacts.MANIFEST_FILE, "run manifest")
+
+
+def recorded_config(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's resolved config with its entry-point and file plugins re-requested (objects cannot be)."""
+    recorded = dict(manifest.get("config") or {})
+    plugins = [info for info in manifest.get("plugins", []) if info.get("source") in ("entry-point", "file")]
+    recorded["plugins"] = [info["name"] if info["source"] == "entry-point" else info["value"] for info in plugins]
+    reactivated = {info["name"] for info in plugins}
+    recorded["plugin"] = {k: v for k, v in (recorded.get("plugin") or {}).items() if k in reactivated}
+    return recorded
+
+
+def resume_run(run_dir: str | Path, plugins: Sequence[str | object] = (), *, quiet: bool = True) -> RunResult:
+    """Continue an interrupted run in ``run_dir`` with its recorded config; ends as an uninterrupted run would.
+
+    The initial set and the newest good trajectory-matching checkpoint are reloaded from
+    ``run_dir/checkpoints``. Plugins given as objects must be passed again in ``plugins``.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_run_manifest(run_dir)
+    if manifest.get("status") == "complete":
+        raise DDError(f"{run_dir} holds a complete run; there is nothing to resume")
+    config = {**recorded_config(manifest), "out": str(run_dir), "overwrite": True}
+    return Pipeline(config, plugins, quiet=quiet).execute()
+
+
 def evaluate_saved_run(
     run_dir: str | Path,
     overrides: Mapping[str, Any] | None = None,
@@ -345,18 +392,9 @@ def evaluate_saved_run(
     from ddcore.config import deep_merge
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} is not a directory (argument RUN_DIR)")
-    manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE, "run manifest")
+    manifest = read_run_manifest(run_dir)
     distilled = DistilledSet.load(run_dir / artifacts.DISTILLED_FILE)
-    recorded = dict(manifest.get("config") or {})
-    recorded["plugins"] = [
-        info["name"] if info["source"] == "entry-point" else info["value"]
-        for info in manifest.get("plugins", [])
-        if info.get("source") in ("entry-point", "file")
-    ]
-    reactivated = {info["name"] for info in manifest.get("plugins", []) if info.get("source") in ("entry-point", "file")}
-    recorded["plugin"] = {k: v for k, v in (recorded.get("plugin") or {}).items() if k in reactivated}
+    recorded = recorded_config(manifest)
     pipeline = Pipeline(deep_merge(recorded, dict(overrides or {})), plugins, quiet=quiet, write=False)
     pipeline.ctx.out_dir = run_dir
     pipeline.build_dataset()

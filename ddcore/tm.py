@@ -12,12 +12,14 @@ Options live in the ``[tm]`` table of the run config (:class:`TMConfig`).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 import torch
 
-from ddcore.distilled import DistilledSet
+from ddcore.atomic import torch_save
 from ddcore.config import TMConfig
+from ddcore.distilled import DistilledSet
 from ddcore.errors import ConfigError, DDError
 from ddcore.matching import matching_step, minibatch_order, start_epoch_upper_bound
 from ddcore.models import build_model
@@ -25,6 +27,9 @@ from ddcore.models import build_model
 if TYPE_CHECKING:
     from ddcore.context import RunContext
     from ddcore.models import ModelSpec
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINTS_KEPT = 2
 
 
 class Trajectories(Protocol):
@@ -45,73 +50,198 @@ def sample_start_epoch(config: TMConfig, iteration: int, generator: torch.Genera
     return int(torch.randint(config.min_start_epoch, upper, (1,), generator=generator))
 
 
+def _average_across_processes(ctx: "RunContext", tensors: Sequence[torch.Tensor | None]) -> None:
+    """Replace each gradient by its mean over the Accelerate processes (in place; no-op for one process)."""
+    if ctx.num_processes == 1:
+        return
+    for tensor in tensors:
+        if tensor is not None:
+            tensor.copy_(ctx.accelerator.reduce(tensor.contiguous(), reduction="mean"))
+
+
+class TrajectoryMatcher:
+    """The outer loop's state (images, labels, syn_lr, optimisers, random streams, log) and one step of it.
+
+    Each process draws its own expert and start epoch from its own stream (``derive_generator("tm", p)``);
+    image, label and lr gradients are averaged over processes before the optimisers step, and the skip
+    decision uses the averaged loss, so every process keeps identical images.
+    :meth:`state_dict` / :meth:`load_state_dict` make a run resumable bit for bit on CPU.
+    """
+
+    def __init__(self, ctx: "RunContext", initial: DistilledSet, experts: Trajectories, model_spec: "ModelSpec",
+                 config: TMConfig) -> None:  # fmt: skip
+        if len(experts) == 0:
+            raise ConfigError("trajectory matching needs at least one expert trajectory")
+        config.check_against(experts.trajectory(0).shape[0] - 1)
+        self.ctx, self.initial, self.experts, self.config = ctx, initial, experts, config
+        channels, size, _ = ctx.dataset.image_shape
+        device = ctx.device
+        self.model = build_model(model_spec, ctx.dataset.num_classes, channels, size).to(device)
+        self.images = initial.images.detach().clone().to(device).requires_grad_(True)
+        self.labels = initial.labels.detach().clone().to(device)
+        if config.learn_labels:
+            if not initial.soft:
+                raise ConfigError("tm.learn_labels needs soft labels from the initialisation (logits [N, K])")
+            self.labels.requires_grad_(True)
+        self.syn_lr = torch.tensor(initial.lr or config.lr_teacher, device=device, requires_grad=True)
+        self.optimisers = [
+            torch.optim.SGD([self.images], lr=config.lr_img, momentum=0.5),
+            torch.optim.SGD([self.syn_lr], lr=config.lr_lr, momentum=0.5),
+        ]
+        if config.learn_labels:
+            self.optimisers.append(torch.optim.SGD([self.labels], lr=config.lr_y, momentum=0.9))
+        self.generator = ctx.derive_generator("tm", ctx.process_index)
+        self.augment = None
+        if config.augment == "dsa":
+            from ddcore.augment import DSA, DSAugment
+
+            self.augment = DSAugment(DSA(), ctx.derive_generator("tm", "dsa", ctx.process_index))
+        self.iteration = 0
+        self.log: list[dict] = []
+
+    def step(self) -> dict:
+        """One outer iteration; returns (and logs) its row. Raises :class:`DDError` on a non-finite loss."""
+        ctx, config, iteration = self.ctx, self.config, self.iteration
+        expert = int(torch.randint(len(self.experts), (1,), generator=self.generator))
+        start = sample_start_epoch(config, iteration, self.generator)
+        trajectory = self.experts.trajectory(expert).to(ctx.device)
+        chunks = minibatch_order(self.images.shape[0], config.batch_syn or self.images.shape[0], config.syn_steps, self.generator)
+        for optimiser in self.optimisers:
+            optimiser.zero_grad(set_to_none=True)
+        result = matching_step(
+            self.model, self.experts.param_shapes, trajectory, start, config.expert_epochs,
+            self.images, self.labels, self.syn_lr, chunks,
+            supervision_weights=lambda l, d: ctx.hooks.supervision_weights(ctx, l, d, iteration),
+            pixel_weights=lambda x, y: ctx.hooks.pixel_weights(ctx, x, y, iteration),
+            augment=self.augment,
+        )  # fmt: skip
+        _average_across_processes(ctx, [self.images.grad, self.labels.grad, self.syn_lr.grad])
+        loss = result.loss
+        experts = [expert]
+        if ctx.num_processes > 1:
+            loss = float(ctx.accelerator.reduce(torch.tensor([loss], device=ctx.device), reduction="mean"))
+            experts = [int(e) for e in ctx.accelerator.gather(torch.tensor([expert], device=ctx.device)).tolist()]
+        if not math.isfinite(loss) or not torch.isfinite(self.images).all():
+            raise DDError(
+                f"trajectory matching diverged at iteration {iteration} (loss {loss}); lower tm.lr_img or tm.lr_lr"
+                " (the last good checkpoint is kept)"
+            )
+        skipped = config.skip_threshold > 0 and loss > config.skip_threshold
+        if not skipped:
+            for optimiser in self.optimisers:
+                optimiser.step()
+            with torch.no_grad():
+                self.syn_lr.clamp_(min=1e-8)
+        row = {"iteration": iteration, "experts": experts, "start_epoch": start, "loss": loss,
+               "kept": result.kept_fraction, "skipped": skipped, "syn_lr": float(self.syn_lr.detach())}  # fmt: skip
+        self.log.append(row)
+        self.iteration += 1
+        return row
+
+    def result(self) -> DistilledSet:
+        return DistilledSet(
+            images=self.images.detach().cpu(),
+            labels=self.labels.detach().cpu(),
+            class_names=list(self.initial.class_names),
+            mean=self.initial.mean,
+            std=self.initial.std,
+            lr=float(self.syn_lr.detach()),
+            meta={**self.initial.meta, "distilled_by": "tm"},
+        )
+
+    def state_dict(self) -> dict:
+        """Everything the next iterations depend on; random streams gathered from every process."""
+        streams = [self.generator.get_state(), self.augment.generator.get_state() if self.augment else None]
+        if self.ctx.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            streams = gather_object([streams])
+        else:
+            streams = [streams]
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": self.iteration,
+            "images": self.images.detach().cpu(),
+            "labels": self.labels.detach().cpu(),
+            "syn_lr": float(self.syn_lr.detach()),
+            "optimisers": [optimiser.state_dict() for optimiser in self.optimisers],
+            "streams": streams,
+            "log": list(self.log),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["streams"]) != self.ctx.num_processes:
+            raise DDError(
+                f"the checkpoint was written by {len(state['streams'])} processes; resume with the same number "
+                f"(now {self.ctx.num_processes})"
+            )
+        with torch.no_grad():
+            self.images.copy_(state["images"].to(self.images.device))
+            self.labels.copy_(state["labels"].to(self.labels.device))
+            self.syn_lr.fill_(state["syn_lr"])
+        for optimiser, saved in zip(self.optimisers, state["optimisers"]):
+            optimiser.load_state_dict(saved)
+        mine, dsa = state["streams"][self.ctx.process_index]
+        self.generator.set_state(mine)
+        if self.augment is not None and dsa is not None:
+            self.augment.generator.set_state(dsa)
+        self.iteration = int(state["iteration"])
+        self.log = list(state["log"])
+
+
+def checkpoint_paths(folder: Path) -> list[Path]:
+    """``tm-<iteration>.pt`` files in ``folder``, newest first."""
+    found = [(int(p.stem.split("-")[1]), p) for p in folder.glob("tm-*.pt") if p.stem.split("-")[1].isdigit()]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def save_checkpoint(folder: Path, state: dict) -> Path:
+    """Write ``tm-<iteration>.pt`` atomically and keep only the newest :data:`CHECKPOINTS_KEPT`."""
+    path = folder / f"tm-{state['iteration']:08d}.pt"
+    torch_save(state, path)
+    for old in checkpoint_paths(folder)[CHECKPOINTS_KEPT:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(folder: Path) -> dict | None:
+    """The newest readable checkpoint in ``folder`` (an unreadable one is skipped), or ``None``."""
+    for path in checkpoint_paths(folder):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged file: fall back to the previous checkpoint
+            continue
+        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+            return state
+    return None
+
+
 def distill_tm(
     ctx: "RunContext",
     initial: DistilledSet,
     experts: Trajectories,
     model_spec: "ModelSpec",
     config: TMConfig,
-    augment=None,
+    checkpoint_dir: Path | None = None,
+    resume: dict | None = None,
 ) -> tuple[DistilledSet, list[dict]]:
-    """Refine ``initial`` by trajectory matching; returns the distilled set and one log row per iteration."""
-    if len(experts) == 0:
-        raise ConfigError("trajectory matching needs at least one expert trajectory")
-    first = experts.trajectory(0)
-    config.check_against(first.shape[0] - 1)
-    dataset = ctx.dataset
-    channels, size, _ = dataset.image_shape
-    device = ctx.device
-    model = build_model(model_spec, dataset.num_classes, channels, size).to(device)
-    images = initial.images.detach().clone().to(device).requires_grad_(True)
-    labels = initial.labels.detach().clone().to(device)
-    if config.learn_labels:
-        if not initial.soft:
-            raise ConfigError("tm.learn_labels needs soft labels from the initialisation (logits [N, K])")
-        labels.requires_grad_(True)
-    syn_lr = torch.tensor(initial.lr or config.lr_teacher, device=device, requires_grad=True)
-    optimisers = [
-        torch.optim.SGD([images], lr=config.lr_img, momentum=0.5),
-        torch.optim.SGD([syn_lr], lr=config.lr_lr, momentum=0.5),
-    ]
-    if config.learn_labels:
-        optimisers.append(torch.optim.SGD([labels], lr=config.lr_y, momentum=0.9))
-    generator = ctx.derive_generator("tm")
-    batch_syn = config.batch_syn or images.shape[0]
-    log: list[dict] = []
+    """Refine ``initial`` by trajectory matching; returns the distilled set and one log row per iteration.
+
+    With ``checkpoint_dir``, the main process writes a checkpoint every ``tm.checkpoint_every``
+    iterations and at the end; ``resume`` (a checkpoint's state) continues from it.
+    """
+    matcher = TrajectoryMatcher(ctx, initial, experts, model_spec, config)
+    if resume is not None:
+        matcher.load_state_dict(resume)
+    every = config.checkpoint_every
     with ctx.reporter.progress("trajectory matching", total=config.iterations) as advance:
-        for iteration in range(config.iterations):
-            expert = int(torch.randint(len(experts), (1,), generator=generator))
-            start = sample_start_epoch(config, iteration, generator)
-            trajectory = experts.trajectory(expert).to(device)
-            chunks = minibatch_order(images.shape[0], batch_syn, config.syn_steps, generator)
-            for optimiser in optimisers:
-                optimiser.zero_grad(set_to_none=True)
-            result = matching_step(
-                model, experts.param_shapes, trajectory, start, config.expert_epochs, images, labels, syn_lr, chunks,
-                supervision_weights=lambda l, d, it=iteration: ctx.hooks.supervision_weights(ctx, l, d, it),
-                pixel_weights=lambda x, y, it=iteration: ctx.hooks.pixel_weights(ctx, x, y, it),
-                augment=augment,
-            )
-            if not math.isfinite(result.loss) or not torch.isfinite(images).all():
-                raise DDError(
-                    f"trajectory matching diverged at iteration {iteration} (loss {result.loss}); lower tm.lr_img or tm.lr_lr"
-                )
-            skipped = config.skip_threshold > 0 and result.loss > config.skip_threshold
-            if not skipped:
-                for optimiser in optimisers:
-                    optimiser.step()
-                with torch.no_grad():
-                    syn_lr.clamp_(min=1e-8)
-            log.append({"iteration": iteration, "expert": expert, "start_epoch": start, "loss": result.loss,
-                        "kept": result.kept_fraction, "skipped": skipped, "syn_lr": float(syn_lr.detach())})
+        advance(matcher.iteration)
+        while matcher.iteration < config.iterations:
+            matcher.step()
+            done = matcher.iteration
+            if checkpoint_dir is not None and every and (done % every == 0 or done == config.iterations):
+                state = matcher.state_dict()
+                if ctx.is_main_process:
+                    save_checkpoint(checkpoint_dir, state)
             advance(1)
-    distilled = DistilledSet(
-        images=images.detach().cpu(),
-        labels=labels.detach().cpu(),
-        class_names=list(initial.class_names),
-        mean=initial.mean,
-        std=initial.std,
-        lr=float(syn_lr.detach()),
-        meta={**initial.meta, "distilled_by": "tm"},
-    )
-    return distilled, log
+    return matcher.result(), matcher.log

@@ -1,0 +1,82 @@
+"""A trajectory-matching run killed part-way continues with --resume and ends exactly as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import assert_cli_error
+from ddcore import hookimpl
+from ddcore.errors import PluginCrash
+from ddcore.runner import resume_run, run
+from ddcore.tm import checkpoint_paths
+
+
+class Interrupt(Exception):
+    pass
+
+
+class Crasher:
+    """Stops the run inside iteration ``at`` (as a kill would), touching nothing else."""
+
+    name = "crasher"
+
+    def __init__(self, at: int):
+        self.at = at
+
+    @hookimpl
+    def dd_pixel_weights(self, ctx, images, labels, step):
+        if step == self.at:
+            raise Interrupt(f"killed at {step}")
+        return None
+
+
+def config(tmp_path, out: str) -> dict:
+    return {
+        "ipc": 1, "workers": 0, "distill": "tm", "out": str(tmp_path / out), "cache_dir": str(tmp_path / "cache"),
+        "tm": {"iterations": 6, "syn_steps": 2, "max_start_epoch": 2, "cur_max_start_epoch": 1, "checkpoint_every": 2},
+        "experts": {"num": 2, "batch_size": 512}, "eval": {"runs": 1, "epochs": 1, "width": 8},
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("tm")
+    return tmp_path, run(config(tmp_path, "whole"))
+
+
+def test_resume_ends_with_the_same_distilled_set(uninterrupted):
+    tmp_path, whole = uninterrupted
+    with pytest.raises(PluginCrash, match="killed at 3"):
+        run(config(tmp_path, "cut"), [Crasher(at=3)])
+    cut = tmp_path / "cut"
+    assert json.loads((cut / "manifest.json").read_text())["status"] == "failed"
+    assert [p.name for p in checkpoint_paths(cut / "checkpoints")] == ["tm-00000002.pt"]
+    assert (cut / "checkpoints" / "initial.pt").exists() and not (cut / "distilled.pt").exists()
+    resumed = resume_run(cut)
+    assert torch.equal(resumed.distilled.images, whole.distilled.images)
+    assert resumed.distilled.lr == whole.distilled.lr
+    assert resumed.metrics == whole.metrics
+    assert json.loads((cut / "tm_log.json").read_text()) == json.loads((whole.out_dir / "tm_log.json").read_text())
+    assert [p.name for p in checkpoint_paths(cut / "checkpoints")] == ["tm-00000006.pt", "tm-00000004.pt"]
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(uninterrupted):
+    tmp_path, whole = uninterrupted
+    with pytest.raises(PluginCrash):
+        run(config(tmp_path, "damaged"), [Crasher(at=5)])
+    folder = tmp_path / "damaged" / "checkpoints"
+    newest, previous = checkpoint_paths(folder)
+    assert (newest.name, previous.name) == ("tm-00000004.pt", "tm-00000002.pt")
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated, as by a full disk
+    resumed = resume_run(tmp_path / "damaged")
+    assert torch.equal(resumed.distilled.images, whole.distilled.images)
+
+
+def test_resume_refuses_complete_runs_and_extra_options(uninterrupted, cli):
+    tmp_path, whole = uninterrupted
+    assert_cli_error(cli("run", "--resume", whole.out_dir), "holds a complete run")
+    assert_cli_error(cli("run", "--resume", whole.out_dir, "--ipc", "3"), "--resume", "give no other run options")
+    assert_cli_error(cli("run", "--resume", tmp_path / "nowhere"), "is not a directory")
