@@ -88,6 +88,7 @@ class TMConfig:
     ``augment`` is the differentiable augmentation of the unrolled student's batches (``dsa`` or ``none``).
     """
 
+    preset: str = "none"  # resolved name; "auto" (the default in a run config) picks by dataset and ipc
     iterations: int = 200
     syn_steps: int = 10
     expert_epochs: int = 2
@@ -260,9 +261,10 @@ def parse_assignment(text: str) -> dict[str, Any]:
 
 def build_config(data: Mapping[str, Any] | RunConfig | None = None) -> RunConfig:
     """Validate a plain mapping (file contents merged with flags) into a :class:`RunConfig`."""
-    if isinstance(data, RunConfig):
-        return from_mapping(RunConfig, data.to_dict(), prefix="")
-    return from_mapping(RunConfig, dict(data or {}), prefix="")
+    from ddcore.tm_presets import apply_tm_preset
+
+    raw = data.to_dict() if isinstance(data, RunConfig) else dict(data or {})
+    return from_mapping(RunConfig, apply_tm_preset(raw), prefix="")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -87,3 +87,16 @@ def test_plugin_option_dataclass_validation():
         from_mapping(ToyOptions, {"beta": "x"}, prefix="plugin.toy.")
     with pytest.raises(ConfigError, match=r"unknown config key 'plugin.toy.bta'; did you mean 'plugin.toy.beta'"):
         from_mapping(ToyOptions, {"bta": 1}, prefix="plugin.toy.")
+
+
+def test_tm_presets_fill_unset_keys_and_explicit_keys_win():
+    config = build_config({"distill": "tm", "ipc": 1, "tm": {"iterations": 7}})
+    assert config.tm.preset == "digits-ipc1" and config.tm.iterations == 7 and config.tm.syn_steps == 10
+    spec = build_config({"distill": "tm", "dataset": "imagefolder", "ipc": 10})
+    assert spec.tm.preset == "spec-ipc10" and spec.tm.syn_steps == 40 and spec.tm.lr_img == 1e3
+    assert build_config({"distill": "tm", "tm": {"preset": "none"}}).tm.iterations == 200
+    assert build_config({"distill": "none"}).tm.preset == "none"  # selection-only runs take no preset
+    again = build_config(build_config({"distill": "tm", "ipc": 50}))  # a resolved config stays the same
+    assert again.tm == build_config({"distill": "tm", "ipc": 50}).tm
+    with pytest.raises(ConfigError, match=r"config key 'tm.preset': unknown preset 'fast'"):
+        build_config({"distill": "tm", "tm": {"preset": "fast"}})
