@@ -104,6 +104,7 @@ class TMConfig:
     learn_labels: bool = False
     skip_threshold: float = 0.0  # 0: never skip; else skip updates whose loss exceeds it
     augment: Literal["dsa", "none"] = "dsa"
+    init: Literal["selected", "correct"] = "selected"  # correct: EDF's correctly-predicted images, expert soft labels
     checkpoint_every: int = 25  # 0: no checkpoints (no resume)
 
     def __post_init__(self) -> None:

@@ -110,6 +110,10 @@ class Hooks:
             )
         return None
 
+    def optional_implementers(self, hook: str) -> list[str]:
+        """Requested (non-built-in) plugins implementing ``hook``."""
+        return [impl.plugin_name for impl in self._impls(hook) if impl.plugin_name not in BUILTIN_NAMES]
+
     def _first_result(self, hook: str, **kwargs: Any) -> tuple[str, Any]:
         impls = self._impls(hook)
         chosen = self.strategy[hook]

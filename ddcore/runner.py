@@ -134,6 +134,14 @@ class Pipeline:
         plugin_options = validate_plugin_options(self.pm, self.config.plugin)
         if self.config.distill == "tm":
             self.config.tm.check_against(self.expert_epochs())
+            if self.config.tm.init == "correct":
+                taken = self.hooks.optional_implementers("dd_select") + self.hooks.optional_implementers("dd_initialize")
+                if taken:
+                    raise ConfigError(
+                        f"tm.init = 'correct' builds the initial set itself, but {', '.join(sorted(set(taken)))} "
+                        "answer dd_select/dd_initialize; use tm.init = 'selected' or drop the plugin"
+                    )
+        self._experts = None
         self.registry = self.hooks.register_datasets(DatasetRegistry())
         self.registry.entry(self.config.dataset)  # unknown names fail here, before any work
         from accelerate import Accelerator
@@ -238,10 +246,19 @@ class Pipeline:
         if saved is not None and saved.exists():
             ctx.reporter.info(f"resuming: initial set from {saved}")
             return DistilledSet.load(saved)
-        with self.stages.stage("select"):
-            selection = self.hooks.select(ctx, ctx.dataset, self.config.ipc)
-        with self.stages.stage("initialize"):
-            distilled = self.hooks.initialize(ctx, selection)
+        if self.config.distill == "tm" and self.config.tm.init == "correct":
+            from ddcore.tm_init import correct_initialization
+
+            experts = self.expert_buffer()
+            with self.stages.stage("initialize"):
+                distilled = correct_initialization(
+                    ctx, ctx.dataset, experts, self.model_spec(), self.config.ipc, self.config.tm.lr_teacher
+                )
+        else:
+            with self.stages.stage("select"):
+                selection = self.hooks.select(ctx, ctx.dataset, self.config.ipc)
+            with self.stages.stage("initialize"):
+                distilled = self.hooks.initialize(ctx, selection)
         if saved is not None and self.config.distill != "none" and ctx.is_main_process:
             distilled.save(saved)
         return distilled
@@ -251,23 +268,35 @@ class Pipeline:
         tm = self.config.tm
         return self.config.experts.epochs or tm.max_start_epoch + tm.expert_epochs
 
+    def model_spec(self):
+        """The network of the experts, the matcher and the evaluator (the resolved ``[eval]`` model)."""
+        from ddcore.presets import resolve_eval
+
+        return resolve_eval(self.config.eval, self.ctx.dataset).model
+
+    def expert_buffer(self):
+        """The run's expert trajectories, trained (sharded, cached) on first use."""
+        if self._experts is None:
+            from ddcore.experts import ensure_experts, recipe_for_dataset
+
+            config, spec, experts = self.config, self.model_spec(), self.config.experts
+            recipe = recipe_for_dataset(
+                self.ctx.dataset, experts.num, self.expert_epochs(),
+                model=spec.name, width=spec.width, depth=spec.depth, norm=spec.norm, seed=config.seed,
+                augment=experts.augment, lr=experts.lr, momentum=experts.momentum,
+                weight_decay=experts.weight_decay, batch_size=experts.batch_size,
+            )  # fmt: skip
+            with self.stages.stage("experts"):
+                self._experts = ensure_experts(self.ctx, self.ctx.dataset, recipe, data_root=config.data_root or None)
+        return self._experts
+
     def distill_by_matching(self, initial: DistilledSet) -> DistilledSet:
         """``distill = "tm"``: make sure the experts exist (cached), then match their trajectories."""
-        from ddcore.experts import ensure_experts, recipe_for_dataset
-        from ddcore.presets import resolve_eval
         from ddcore.tm import distill_tm, latest_checkpoint
 
         ctx, config = self.ctx, self.config
-        spec = resolve_eval(config.eval, ctx.dataset).model
-        experts = config.experts
-        recipe = recipe_for_dataset(
-            ctx.dataset, experts.num, self.expert_epochs(),
-            model=spec.name, width=spec.width, depth=spec.depth, norm=spec.norm, seed=config.seed,
-            augment=experts.augment, lr=experts.lr, momentum=experts.momentum,
-            weight_decay=experts.weight_decay, batch_size=experts.batch_size,
-        )  # fmt: skip
-        with self.stages.stage("experts"):
-            buffer = ensure_experts(ctx, ctx.dataset, recipe, data_root=config.data_root or None)
+        spec = self.model_spec()
+        buffer = self.expert_buffer()
         checkpoints = None
         resume = None
         if ctx.out_dir is not None:

@@ -162,3 +162,34 @@ def test_window_beyond_the_experts_is_rejected_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="needs experts of at least 6 epochs, they have 3"):
         run(tiny(tmp_path, distill="tm", tm={"max_start_epoch": 5}, experts={"epochs": 3}))
     assert not (tmp_path / "run").exists()
+
+
+def test_trajectory_matching_from_correctly_predicted_images_with_learned_soft_labels(tmp_path):
+    config = tiny(
+        tmp_path, ipc=1, distill="tm",
+        tm={"iterations": 2, "syn_steps": 2, "max_start_epoch": 2, "cur_max_start_epoch": 1, "init": "correct",
+            "learn_labels": True},
+        experts={"num": 2, "batch_size": 512}, eval={"runs": 1, "epochs": 1, "width": 8},
+    )  # fmt: skip
+    result = run(config)
+    distilled = result.distilled
+    assert distilled.soft and distilled.labels.shape == (10, 10)
+    assert distilled.meta["initialized_by"] == "correct"
+    initial = torch.load(result.out_dir / "checkpoints" / "initial.pt", weights_only=True)
+    assert not torch.equal(initial["labels"], distilled.labels)  # the soft labels were learned
+    assert result.manifest["records"]["eval"]["labels"] == "auto"
+
+
+def test_correct_initialisation_refuses_a_selection_plugin(tmp_path):
+    from ddcore import hookimpl
+    from ddcore.errors import ConfigError
+
+    class Picks:
+        name = "picks"
+
+        @hookimpl
+        def dd_select(self, ctx, dataset, ipc):
+            return None
+
+    with pytest.raises(ConfigError, match="tm.init = 'correct' builds the initial set itself, but picks"):
+        run(tiny(tmp_path, distill="tm", tm={"init": "correct"}), [Picks()])
