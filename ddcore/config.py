@@ -106,6 +106,8 @@ class TMConfig:
     augment: Literal["dsa", "none"] = "dsa"
     init: Literal["selected", "correct"] = "selected"  # correct: EDF's correctly-predicted images, expert soft labels
     checkpoint_every: int = 25  # 0: no checkpoints (no resume)
+    eval_every: int = 0  # 0: off; else evaluate every so many iterations and keep the best set
+    eval_runs: int = 1  # networks per periodic evaluation (the [eval] recipe)
 
     def __post_init__(self) -> None:
         for key in ("iterations", "syn_steps", "expert_epochs", "expansion_end"):
@@ -116,6 +118,10 @@ class TMConfig:
                 "config keys 'tm.min_start_epoch' <= 'tm.cur_max_start_epoch' <= 'tm.max_start_epoch' must hold, got "
                 f"{self.min_start_epoch}, {self.cur_max_start_epoch}, {self.max_start_epoch}"
             )
+        if self.eval_every < 0:
+            raise ConfigError(f"config key 'tm.eval_every' must be >= 0, got {self.eval_every}")
+        if self.eval_runs < 1:
+            raise ConfigError(f"config key 'tm.eval_runs' must be at least 1, got {self.eval_runs}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"config key 'tm.checkpoint_every' must be >= 0, got {self.checkpoint_every}")
         if self.batch_syn < 0:

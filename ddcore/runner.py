@@ -290,6 +290,15 @@ class Pipeline:
                 self._experts = ensure_experts(self.ctx, self.ctx.dataset, recipe, data_root=config.data_root or None)
         return self._experts
 
+    def periodic_evaluation(self, distilled: DistilledSet) -> float:
+        """Mean test accuracy of ``tm.eval_runs`` networks trained with the ``[eval]`` recipe (tm.eval_every)."""
+        from ddcore.builtin.evaluate import evaluate_once
+        from ddcore.presets import resolve_eval
+
+        settings = resolve_eval(self.config.eval, self.ctx.dataset)
+        runs = self.config.tm.eval_runs
+        return sum(evaluate_once(self.ctx, settings, distilled, "distilled", r) for r in range(runs)) / runs
+
     def distill_by_matching(self, initial: DistilledSet) -> DistilledSet:
         """``distill = "tm"``: make sure the experts exist (cached), then match their trajectories."""
         from ddcore.tm import distill_tm, latest_checkpoint
@@ -305,7 +314,7 @@ class Pipeline:
             if resume is not None:
                 ctx.reporter.info(f"resuming trajectory matching at iteration {resume['iteration']}")
         with self.stages.stage("distill"):
-            distilled, log = distill_tm(ctx, initial, buffer, spec, config.tm, checkpoints, resume)
+            distilled, log = distill_tm(ctx, initial, buffer, spec, config.tm, checkpoints, resume, self.periodic_evaluation)
         last = log[-10:]
         ctx.record("tm", {
             "model": spec.__dict__, "iterations": len(log), "skipped": sum(row["skipped"] for row in log),

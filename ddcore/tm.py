@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import torch
 
@@ -98,6 +98,7 @@ class TrajectoryMatcher:
             self.augment = DSAugment(DSA(), ctx.derive_generator("tm", "dsa", ctx.process_index))
         self.iteration = 0
         self.log: list[dict] = []
+        self.best: dict | None = None  # {"iteration", "accuracy", "images", "labels", "syn_lr"}
 
     def step(self) -> dict:
         """One outer iteration; returns (and logs) its row. Raises :class:`DDError` on a non-finite loss."""
@@ -138,16 +139,33 @@ class TrajectoryMatcher:
         self.iteration += 1
         return row
 
-    def result(self) -> DistilledSet:
+    def current(self) -> DistilledSet:
+        """A copy of the synthetic set as it is now."""
         return DistilledSet(
-            images=self.images.detach().cpu(),
-            labels=self.labels.detach().cpu(),
+            images=self.images.detach().cpu().clone(),
+            labels=self.labels.detach().cpu().clone(),
             class_names=list(self.initial.class_names),
             mean=self.initial.mean,
             std=self.initial.std,
             lr=float(self.syn_lr.detach()),
             meta={**self.initial.meta, "distilled_by": "tm"},
         )
+
+    def consider(self, accuracy: float) -> None:
+        """Keep the current set if ``accuracy`` beats the best so far (periodic evaluation)."""
+        self.log[-1]["eval_acc"] = accuracy
+        if self.best is None or accuracy > self.best["accuracy"]:
+            current = self.current()
+            self.best = {"iteration": self.iteration, "accuracy": accuracy, "images": current.images,
+                         "labels": current.labels, "syn_lr": current.lr}  # fmt: skip
+
+    def result(self) -> DistilledSet:
+        """The best evaluated set when periodic evaluation ran, else the current one."""
+        distilled = self.current()
+        if self.best is not None:
+            distilled.images, distilled.labels, distilled.lr = self.best["images"], self.best["labels"], self.best["syn_lr"]
+            distilled.meta = {**distilled.meta, "best_iteration": self.best["iteration"], "best_accuracy": self.best["accuracy"]}
+        return distilled
 
     def state_dict(self) -> dict:
         """Everything the next iterations depend on; random streams gathered from every process."""
@@ -167,6 +185,7 @@ class TrajectoryMatcher:
             "optimisers": [optimiser.state_dict() for optimiser in self.optimisers],
             "streams": streams,
             "log": list(self.log),
+            "best": self.best,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -187,6 +206,7 @@ class TrajectoryMatcher:
             self.augment.generator.set_state(dsa)
         self.iteration = int(state["iteration"])
         self.log = list(state["log"])
+        self.best = state.get("best")
 
 
 def checkpoint_paths(folder: Path) -> list[Path]:
@@ -224,11 +244,14 @@ def distill_tm(
     config: TMConfig,
     checkpoint_dir: Path | None = None,
     resume: dict | None = None,
+    evaluate: Callable[[DistilledSet], float] | None = None,
 ) -> tuple[DistilledSet, list[dict]]:
     """Refine ``initial`` by trajectory matching; returns the distilled set and one log row per iteration.
 
     With ``checkpoint_dir``, the main process writes a checkpoint every ``tm.checkpoint_every``
-    iterations and at the end; ``resume`` (a checkpoint's state) continues from it.
+    iterations and at the end; ``resume`` (a checkpoint's state) continues from it. With
+    ``tm.eval_every`` and ``evaluate`` (distilled set -> accuracy), the set is evaluated every so many
+    iterations and at the end, and the best one is returned.
     """
     matcher = TrajectoryMatcher(ctx, initial, experts, model_spec, config)
     if resume is not None:
@@ -239,6 +262,8 @@ def distill_tm(
         while matcher.iteration < config.iterations:
             matcher.step()
             done = matcher.iteration
+            if evaluate is not None and config.eval_every and (done % config.eval_every == 0 or done == config.iterations):
+                matcher.consider(evaluate(matcher.current()))
             if checkpoint_dir is not None and every and (done % every == 0 or done == config.iterations):
                 state = matcher.state_dict()
                 if ctx.is_main_process:

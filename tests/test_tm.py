@@ -111,3 +111,18 @@ def test_impossible_windows_are_rejected(buffer):
     ctx, initial, config = setup(max_start_epoch=4, cur_max_start_epoch=2)
     with pytest.raises(ConfigError, match="needs experts of at least 5 epochs, they have 4"):
         distill_tm(ctx, initial, buffer, SPEC, config)
+
+
+def test_periodic_evaluation_keeps_the_best_set(buffer):
+    ctx, initial, config = setup(iterations=4, eval_every=2)
+    scores = iter([50.0, 40.0])  # after iteration 2, then after iteration 4
+    seen = []
+
+    def evaluate(distilled):
+        seen.append(distilled.images.clone())
+        return next(scores)
+
+    distilled, log = distill_tm(ctx, initial, buffer, SPEC, config, evaluate=evaluate)
+    assert [row.get("eval_acc") for row in log] == [None, 50.0, None, 40.0]
+    assert torch.equal(distilled.images, seen[0]) and not torch.equal(distilled.images, seen[1])
+    assert distilled.meta["best_iteration"] == 2 and distilled.meta["best_accuracy"] == 50.0
