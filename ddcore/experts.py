@@ -58,7 +58,7 @@ from ddcore.data.base import ImageDataset
 from ddcore.errors import ConfigError, DDError
 from ddcore.flatparams import ParamShapes, flatten_params, num_params, param_shapes_of, unflatten_params
 from ddcore.models import MODEL_NAMES, NORMS, ModelSpec, build_model
-from ddcore.training import TrainRecipe, accuracy_on, train_network
+from ddcore.training import TrainRecipe, accuracy_on, fork_devices, train_network
 
 #: Version of the expert file layout; part of the cache key, so a new layout never reads old files.
 FORMAT = 1
@@ -296,10 +296,6 @@ def expert_seed(recipe: ExpertRecipe, index: int, purpose: str) -> int:
     return derive_seed(recipe.seed, "expert", index, purpose)
 
 
-def _fork_devices(device: torch.device) -> list[int]:
-    return [device.index or 0] if device.type == "cuda" else []
-
-
 def train_expert(
     dataset: ImageDataset,
     recipe: ExpertRecipe,
@@ -321,7 +317,7 @@ def train_expert(
     assert train is not None
     shuffle = torch.Generator().manual_seed(expert_seed(recipe, index, "shuffle"))
     loader = dataset.loader("train", train.batch_size, shuffle=True, generator=shuffle)
-    with torch.random.fork_rng(devices=_fork_devices(device)):
+    with torch.random.fork_rng(devices=fork_devices(device)):
         torch.manual_seed(expert_seed(recipe, index, "init"))
         model = build_model(recipe.model, dataset.num_classes, channels, size)
         shapes = param_shapes_of(model)

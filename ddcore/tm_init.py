@@ -183,10 +183,8 @@ def expert_logits(
     with torch.no_grad():
         for flat in trajectories:
             params = unflatten_params(flat.detach().to(device), shapes)
-            parts = [functional_call(model, params, (chunk,)) for chunk in images.split(batch)] if len(images) else []
-            if not parts:  # no images: one empty forward pass gives K
-                parts = [functional_call(model, params, (images,))]
-            rows.append(torch.cat(parts))
+            # split() of an empty batch yields one empty chunk, whose forward pass still gives [0, K]
+            rows.append(torch.cat([functional_call(model, params, (chunk,)) for chunk in images.split(batch)]))
         if not rows:
             raise ValueError("expert_logits needs at least one expert")
     return torch.stack(rows)

@@ -84,6 +84,11 @@ def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, 
     return epoch
 
 
+def fork_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG ``torch.random.fork_rng`` must fork for work on ``device`` (none on CPU)."""
+    return [device.index or 0] if device.type == "cuda" else []
+
+
 def _optimizer(recipe: TrainRecipe, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)

@@ -24,7 +24,7 @@ from ddcore.errors import PluginError
 from ddcore.hookspecs import hookimpl
 from ddcore.models import build_model
 from ddcore.presets import ResolvedEval, resolve_eval
-from ddcore.training import accuracy_on, tensor_batches, train_network
+from ddcore.training import accuracy_on, fork_devices, tensor_batches, train_network
 
 KIND_PREFIX = {"distilled": "acc", "random": "random_real_acc", "full": "full_acc"}
 
@@ -35,10 +35,6 @@ def _training_labels(distilled: DistilledSet, mode: str) -> torch.Tensor:
     if not distilled.soft:
         raise PluginError("eval.labels = 'soft' but the distilled set has hard labels; use 'auto' or 'hard'", plugin="eval")
     return distilled.labels
-
-
-def _fork_devices(device: torch.device) -> list[int]:
-    return [device.index or 0] if device.type == "cuda" else []
 
 
 def evaluate_once(ctx, settings: ResolvedEval, distilled: DistilledSet, kind: str, repeat: int) -> float:
@@ -65,7 +61,7 @@ def evaluate_once(ctx, settings: ResolvedEval, distilled: DistilledSet, kind: st
         batches = lambda _epoch: loader  # noqa: E731
     else:  # pragma: no cover - kinds come from the config validator
         raise ValueError(kind)
-    with torch.random.fork_rng(devices=_fork_devices(ctx.device)):
+    with torch.random.fork_rng(devices=fork_devices(ctx.device)):
         torch.manual_seed(ctx.derive_seed("eval", kind, repeat, "init"))
         model = build_model(settings.model, dataset.num_classes, channels, size)
         train_network(model, batches, recipe, ctx.device, size)
