@@ -1,0 +1,1 @@
+"""ddcore plugin `compdd` (bundled). See plugins/README.md."""

@@ -1,0 +1,3 @@
+"""The `compdd` plugin's hook implementations (loaded through the `compdd` entry point)."""
+
+name = "compdd"

@@ -1,0 +1,1 @@
+"""ddcore plugin `diffsel` (bundled). See plugins/README.md."""

@@ -1,0 +1,1 @@
+"""ddcore plugin `edf` (bundled). See plugins/README.md."""

@@ -1,0 +1,3 @@
+"""The `edf` plugin's hook implementations (loaded through the `edf` entry point)."""
+
+name = "edf"
