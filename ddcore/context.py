@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
     from ddcore.config import RunConfig
     from ddcore.data.base import ImageDataset
+    from ddcore.experts import ExpertBuffer
     from ddcore.hooks import Hooks
+    from ddcore.models import ModelSpec
     from ddcore.reporting import Reporter
 
 
@@ -44,6 +46,10 @@ class RunContext:
         out_dir: the run directory (``None`` for in-memory re-evaluation).
         cache_dir: where experts, teachers and other reusable products are cached.
         dataset: the run's dataset once built.
+        model_spec: the run's network (the resolved ``[eval]`` model: experts, matcher, evaluator), once
+            the dataset is built.
+        experts: the run's expert trajectories (:class:`~ddcore.experts.ExpertBuffer`) once a strategy
+            has loaded or trained them, else ``None``.
         stash: a scratch dict shared by plugins during one run (not saved).
         records: what plugins :meth:`record` for the manifest (resolved settings, cache keys, ...).
     """
@@ -56,6 +62,8 @@ class RunContext:
     cache_dir: Path
     out_dir: Path | None = None
     dataset: "ImageDataset | None" = None
+    model_spec: "ModelSpec | None" = None
+    experts: "ExpertBuffer | None" = None
     plugin_options: dict[str, Any] = field(default_factory=dict)
     stash: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)

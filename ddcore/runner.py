@@ -237,6 +237,7 @@ class Pipeline:
                 dataset = self.registry.build(config.dataset, options)
         check_ipc(config, dataset)
         self.ctx.dataset = dataset
+        self.ctx.model_spec = self.model_spec()
         return dataset
 
     def initial_set(self) -> DistilledSet:
@@ -288,6 +289,7 @@ class Pipeline:
             )  # fmt: skip
             with self.stages.stage("experts"):
                 self._experts = ensure_experts(self.ctx, self.ctx.dataset, recipe, data_root=config.data_root or None)
+            self.ctx.experts = self._experts
         return self._experts
 
     def periodic_evaluation(self, distilled: DistilledSet) -> float:

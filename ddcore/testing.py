@@ -11,6 +11,8 @@ Fixtures:
     tiny_dataset: a 3-class, 4-images-per-class in-memory :class:`~ddcore.ImageDataset` of 8x8 images.
     run_tiny: ``run_tiny(plugins=[...], **config)`` runs the pipeline on ``digits`` in memory, with a
         tiny evaluator (1 network, 2 epochs, width 8) unless the config says otherwise.
+    dd_context: ``dd_context(plugins=[...], **config)`` -> the ``RunContext`` of such a run after its
+        dataset is built, for calling hook implementations (or ``ddcore.teacher``) directly.
 
 Imports of torch and ddcore happen inside the fixtures, so loading this plugin costs nothing.
 """
@@ -68,3 +70,20 @@ def run_tiny(tmp_path) -> Callable[..., Any]:
         return run(deep_merge(base, config), plugins, write=write)
 
     return run_it
+
+
+@pytest.fixture
+def dd_context(tmp_path) -> Callable[..., Any]:
+    """``dd_context(plugins=(), **config)`` -> the :class:`~ddcore.context.RunContext` of a run that has built
+    its dataset and done nothing else (``ctx.dataset``, ``ctx.model_spec``, ``ctx.accelerator`` set);
+    for calling a hook implementation directly. Defaults as ``run_tiny``; the cache is in ``tmp_path``."""
+    from ddcore.config import deep_merge
+    from ddcore.runner import Pipeline
+
+    def make(plugins: Sequence[str | object] = (), **config: Any):
+        base = {"dataset": "digits", "ipc": 1, "workers": 0, "eval": dict(TINY_EVAL), "cache_dir": str(tmp_path / "cache")}
+        pipeline = Pipeline(deep_merge(base, config), plugins, write=False)
+        pipeline.build_dataset()
+        return pipeline.ctx
+
+    return make
