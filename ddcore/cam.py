@@ -1,0 +1,283 @@
+"""Class activation maps (Grad-CAM and Smooth Grad-CAM++) for a batch, each image with its own target class.
+
+Shared by plugins that need to know where a classifier looks: EDF weights the synthetic images'
+gradient with them, Comp-DD measures image complexity with them. Everything is batched: one forward
+and one backward per chunk of images (all noisy copies included), never a loop over images or classes.
+
+For a layer with activations ``A [N, K, h, w]`` and the gradient ``g = dS/dA`` of each image's target
+score ``S`` (the pre-softmax logit of its target class):
+
+- **Grad-CAM** (Selvaraju et al. 2017): ``w_k = mean_ij g_kij``; ``cam = ReLU(sum_k w_k A_k)``.
+- **Smooth Grad-CAM++** (Omeiza et al. 2019): Grad-CAM++'s pixel weights with the gradient powers
+  averaged over ``samples`` noisy copies ``x + noise * eps`` of each image (``eps ~ N(0, 1)``):
+  ``D_p = mean over copies of g^p`` (p = 1, 2, 3),
+  ``alpha_kij = D_2 / (2 D_2 + sum_ab A_kab * D_3)`` (0 where ``D_2 = 0``),
+  ``w_k = sum_ij alpha_kij * ReLU(D_1)``, ``cam = ReLU(sum_k w_k A_k)``, with ``A`` from the clean
+  image. With ``noise = 0`` this is exactly Grad-CAM++ (Chattopadhyay et al. 2018).
+
+Each map is then upsampled bilinearly to the image size and min-max normalised per image to
+``[0, 1]`` (min 0, max 1; a constant map becomes all zeros).
+
+Layers are named as in ``model.named_modules()`` (``"layer4"``, ``"features.2.2"``);
+:func:`resolve_layer` picks a default when no name is given.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddcore.errors import PluginError
+
+CamMethod = Literal["gradcam", "smooth_gradcampp"]
+CAM_METHODS: tuple[str, ...] = ("gradcam", "smooth_gradcampp")
+
+#: Guards the Grad-CAM++ denominator against underflow (as the method's reference implementations do).
+EPS = 1e-8
+
+
+def default_layer_name(model: nn.Module) -> str:
+    """The layer whose maps are used when none is named.
+
+    - torchvision ResNets (and anything with a ``layer4`` block): ``"layer4"``;
+    - ddcore's ConvNet: the last block's activation, after its norm and ReLU and before its pooling
+      (``"features.2.2"`` for depth 3: an 8x8 map at 32 px);
+    - otherwise: the last ``nn.Conv2d`` in module order.
+
+    >>> from ddcore.models import ConvNet
+    >>> default_layer_name(ConvNet(10, in_channels=1, image_size=32, width=8, depth=3))
+    'features.2.2'
+    """
+    from ddcore.models.convnet import ConvNet
+
+    if isinstance(getattr(model, "layer4", None), nn.Module):
+        return "layer4"
+    if isinstance(model, ConvNet):
+        return f"features.{len(model.features) - 1}.2"
+    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    if not convs:
+        raise PluginError(f"{type(model).__name__} has no Conv2d layer to compute class activation maps at")
+    return convs[-1]
+
+
+def resolve_layer(model: nn.Module, name: str | None, *, option: str = "the layer name") -> nn.Module:
+    """The submodule called ``name`` in ``model.named_modules()``; ``None`` gives :func:`default_layer_name`.
+
+    An unknown name is a :class:`~ddcore.PluginError` that lists the available names and mentions
+    ``option`` (the config key that set it, e.g. ``"plugin.edf.cam_layer"``).
+    """
+    if name is None or name == "":
+        name = default_layer_name(model)
+    modules = dict(model.named_modules())
+    if name not in modules or name == "":
+        available = ", ".join(n for n in modules if n)
+        raise PluginError(f"{type(model).__name__} has no layer {name!r} ({option}); available: {available}")
+    return modules[name]
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode (batch norm must not mix images), then restore each one's flag."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _layer_activations(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: ``(logits [B, classes], activations of layer [B, K, h, w])``, graph kept.
+
+    The layer's output is captured and a copy is passed on, so in-place operations after the layer
+    (``ReLU(inplace=True)``) never change the captured tensor.
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise PluginError(f"the CAM layer {type(layer).__name__} returns {type(output).__name__}, not a tensor")
+        captured.append(output)
+        return output.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        logits = model(images)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise PluginError(
+            f"the CAM layer ({type(layer).__name__}) ran {len(captured)} times in one forward pass; "
+            "choose a layer that runs once (e.g. its parent block)"
+        )
+    activations = captured[0]
+    if activations.ndim != 4:
+        raise PluginError(
+            f"the CAM layer ({type(layer).__name__}) produces a tensor of shape {list(activations.shape)}, "
+            "not a feature map [N, K, h, w]; choose a convolutional layer"
+        )
+    if logits.ndim != 2:
+        raise PluginError(f"the CAM model returns shape {list(logits.shape)}, expected logits [N, classes]")
+    return logits, activations
+
+
+def gradcam_maps(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """Plain Grad-CAM at layer resolution: ``ReLU(sum_k mean_ij(g_k) * A_k)``.
+
+    Shape: ``activations, gradients [N, K, h, w]`` -> ``[N, h, w]`` (not normalised).
+
+    >>> a = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])       # [1, 2, 1, 2]: two channels
+    >>> g = torch.tensor([[[[1.0, 1.0]], [[-1.0, -1.0]]]])     # channel 0 helps, channel 1 hurts
+    >>> gradcam_maps(a, g)
+    tensor([[[1., 0.]]])
+    """
+    weights = gradients.mean(dim=(2, 3), keepdim=True)  # [N, K, 1, 1]
+    return torch.relu((weights * activations).sum(dim=1))
+
+
+def gradcampp_maps(activations: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ at layer resolution from (averaged) first, second and third gradient powers.
+
+    ``alpha = d2 / (2 d2 + sum_ab(A) * d3)`` (0 where ``d2 = 0``), ``w_k = sum_ij alpha * ReLU(d1)``,
+    result ``ReLU(sum_k w_k A_k)``. With ``d_p = g^p`` of one image this is Grad-CAM++; with ``d_p``
+    averaged over noisy copies it is Smooth Grad-CAM++.
+
+    Shape: ``activations, d1, d2, d3 [N, K, h, w]`` -> ``[N, h, w]`` (not normalised).
+
+    >>> a = torch.tensor([[[[1.0, 1.0]]]])                       # one channel, two positions
+    >>> g = torch.tensor([[[[1.0, 0.0]]]])
+    >>> gradcampp_maps(a, g, g**2, g**3)  # alpha = 1 / (2 + 2) at the first position: w = 0.25
+    tensor([[[0.2500, 0.2500]]])
+    """
+    total = activations.sum(dim=(2, 3), keepdim=True)  # [N, K, 1, 1]
+    denominator = 2 * d2 + total * d3
+    alpha = torch.where(d2 > 0, d2 / (denominator + EPS), torch.zeros_like(d2))
+    weights = (alpha * torch.relu(d1)).sum(dim=(2, 3), keepdim=True)  # [N, K, 1, 1]
+    return torch.relu((weights * activations).sum(dim=1))
+
+
+def normalize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Upsample ``maps`` bilinearly to ``size`` and min-max normalise each to ``[0, 1]``.
+
+    A constant map (e.g. all zeros: nothing speaks for the target class) becomes all zeros.
+
+    Shape: ``maps [N, h, w]`` -> ``[N, *size]`` float32.
+
+    >>> normalize_maps(torch.tensor([[[1.0, 3.0]], [[2.0, 2.0]]]), (1, 2))
+    tensor([[[0., 1.]],
+    <BLANKLINE>
+            [[0., 0.]]])
+    """
+    maps = maps.float()
+    if tuple(maps.shape[1:]) != tuple(size):
+        maps = F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    span = maps.amax(dim=(1, 2), keepdim=True) - low
+    return torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(maps))
+
+
+def _target_gradients(logits: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``d(sum_i logits[i, targets[i]]) / d activations``: each image's gradient of its own target score.
+
+    Images never interact in eval mode, so one backward of the summed scores gives every image's
+    gradient at once. Shape: ``logits [B, classes]``, ``activations [B, K, h, w]``, ``targets [B]`` ->
+    ``[B, K, h, w]``.
+    """
+    if int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]:
+        raise PluginError(
+            f"CAM targets must lie in [0, {logits.shape[1]}) for a model with {logits.shape[1]} classes, "
+            f"got {int(targets.min())}..{int(targets.max())}"
+        )
+    scores = logits.gather(1, targets.view(-1, 1)).sum()
+    (gradients,) = torch.autograd.grad(scores, activations)
+    return gradients
+
+
+def _chunk_maps(
+    model: nn.Module,
+    layer: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    method: CamMethod,
+    noise: torch.Tensor | None,
+) -> torch.Tensor:
+    """Layer-resolution maps for one chunk. ``noise [S, B, C, H, W]`` (already scaled) for Smooth Grad-CAM++."""
+    x = images.detach().requires_grad_(True)  # so the layer's output has a graph even with frozen weights
+    if method == "gradcam":
+        logits, activations = _layer_activations(model, layer, x)
+        return gradcam_maps(activations.detach(), _target_gradients(logits, activations, targets))
+    assert noise is not None
+    samples, batch = noise.shape[0], images.shape[0]
+    # One pass over the clean images and every noisy copy: [(S+1)*B, C, H, W].
+    stacked = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + noise]).flatten(0, 1)
+    logits, activations = _layer_activations(model, layer, stacked)
+    noisy = slice(batch, None)
+    gradients = _target_gradients(logits[noisy], activations, targets.repeat(samples))[noisy]
+    gradients = gradients.unflatten(0, (samples, batch))  # [S, B, K, h, w]
+    clean = activations[:batch].detach()
+    return gradcampp_maps(clean, gradients.mean(0), gradients.pow(2).mean(0), gradients.pow(3).mean(0))
+
+
+def grad_cam(
+    model: nn.Module,
+    layer: nn.Module | str | None,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    method: CamMethod = "gradcam",
+    samples: int = 4,
+    noise: float = 0.3,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Class activation maps of ``images`` for their ``targets`` at ``layer``, normalised per image.
+
+    Args:
+        model: a classifier returning logits ``[N, classes]``. It runs in eval mode (each module's
+            mode is restored afterwards); its parameters and ``.grad`` are not touched.
+        layer: the module (or its name in ``model.named_modules()``, or ``None`` for
+            :func:`default_layer_name`) whose output ``[N, K, h, w]`` the maps are computed at.
+        images: ``[N, C, H, W]`` float, normalised as the model expects, on the model's device.
+        targets: ``[N]`` int64, the class of each image in the model's label space.
+        method: ``"gradcam"`` (one forward and backward) or ``"smooth_gradcampp"`` (``samples`` noisy
+            copies; the variant EDF's authors used).
+        samples: noisy copies per image (Smooth Grad-CAM++ only), at least 1.
+        noise: the noise's standard deviation in the images' (normalised) units (Smooth Grad-CAM++).
+        generator: CPU generator for the noise; default a fresh one seeded with 0 (never global state).
+            The noise for a chunk of ``B`` images is ``noise * randn([samples, B, C, H, W])``, chunk by chunk.
+        batch_size: images per forward pass (``None``: all at once). Smooth Grad-CAM++ puts
+            ``(samples + 1) * batch_size`` images through the model at a time.
+
+    Returns:
+        ``[N, H, W]`` float32 on ``images.device``, detached: each map upsampled bilinearly to the
+        image size and min-max normalised to ``[0, 1]`` (all zeros where the map is constant).
+    """
+    if method not in CAM_METHODS:
+        raise PluginError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    if images.ndim != 4:
+        raise PluginError(f"grad_cam needs images [N, C, H, W], got shape {list(images.shape)}")
+    if targets.shape != (images.shape[0],):
+        raise PluginError(f"grad_cam needs one target per image: targets {list(targets.shape)} for {images.shape[0]} images")
+    if method == "smooth_gradcampp" and (samples < 1 or noise < 0):
+        raise PluginError(f"Smooth Grad-CAM++ needs samples >= 1 and noise >= 0, got {samples} and {noise}")
+    if isinstance(layer, str) or layer is None:
+        layer = resolve_layer(model, layer)
+    targets = targets.to(device=images.device, dtype=torch.long)
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    step = batch_size or images.shape[0]
+    maps = []
+    with torch.enable_grad(), _eval_mode(model):
+        for begin in range(0, images.shape[0], step):
+            chunk = images[begin : begin + step]
+            scaled = None
+            if method == "smooth_gradcampp":
+                eps = torch.randn((samples, *chunk.shape), generator=generator, dtype=chunk.dtype)
+                scaled = (eps * noise).to(chunk.device)
+            maps.append(_chunk_maps(model, layer, chunk, targets[begin : begin + step], method, scaled))
+    return normalize_maps(torch.cat(maps).detach(), tuple(images.shape[-2:]))
