@@ -1,3 +1,82 @@
-"""The `edf` plugin's hook implementations (loaded through the `edf` entry point)."""
+"""The ``edf`` plugin: EDF (Emphasizing Discriminative Features) on ddcore's trajectory matcher.
 
-name = "edf"
+- ``dd_pixel_weights``: DAE, the Grad-CAM soft mask on the synthetic images' gradient (:mod:`.dae`).
+- ``dd_supervision_weights``: CPD, dropping the lowest per-element matching losses (:mod:`.cpd`).
+- ``dd_evaluate``: EDF's own figures (CAM refreshes, share of pixels emphasised), and a one-line error
+  when the run does no trajectory matching, where EDF would silently do nothing.
+
+Use it with the built-in matcher: ``dd run --plugin edf --distill tm``; options go in ``[plugin.edf]``
+(:class:`~ddcore_edf.config.EDFConfig`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ddcore import PluginError, RunContext, hookimpl
+from ddcore_edf.config import EDFConfig
+from ddcore_edf.cpd import cpd_weights, drop_count
+from ddcore_edf.dae import soft_mask
+from ddcore_edf.maps import CamMaps
+
+PLUGIN_NAME = "edf"
+name = PLUGIN_NAME
+config_class = EDFConfig
+
+
+def _options(ctx: RunContext) -> EDFConfig:
+    """The options with the preset resolved for the run's IPC (recorded once in the manifest)."""
+    if "edf_options" not in ctx.stash:
+        options = ctx.plugin_config(PLUGIN_NAME).resolved(ctx.config.ipc)
+        ctx.stash["edf_options"] = options
+        ctx.record("edf", {"options": options.to_dict()})
+    return ctx.stash["edf_options"]
+
+
+def _maps(ctx: RunContext, options: EDFConfig) -> CamMaps:
+    if "edf_maps" not in ctx.stash:
+        maps = CamMaps.build(ctx, options)
+        ctx.stash["edf_maps"] = maps
+        ctx.records["edf"]["cam"] = {"model": options.cam_model, "layer": maps.layer_name,
+                                     "class_index": maps.classes.tolist(), "method": options.cam_method}  # fmt: skip
+    return ctx.stash["edf_maps"]
+
+
+@hookimpl
+def dd_pixel_weights(ctx: RunContext, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor | None:
+    """DAE: ``[N, 1, H, W]`` weights ``M + beta`` where the activation ``M`` reaches its threshold, else 1."""
+    options = _options(ctx)
+    if not options.dae:
+        return None
+    maps = _maps(ctx, options)
+    activation = maps.current(ctx, options, images, labels, step)  # [N, H, W]
+    assert options.beta is not None
+    return soft_mask(activation, options.beta, options.act_threshold).to(images.dtype)
+
+
+@hookimpl
+def dd_supervision_weights(ctx: RunContext, losses: torch.Tensor, distances: torch.Tensor, step: int) -> torch.Tensor | None:
+    """CPD: 0/1 weights dropping the ``floor(alpha * P)`` smallest losses; abstains when none would be dropped."""
+    options = _options(ctx)
+    assert options.alpha is not None
+    if not options.cpd or drop_count(losses.shape[0], options.alpha) == 0:
+        return None
+    return cpd_weights(losses, options.alpha)
+
+
+@hookimpl
+def dd_evaluate(ctx: RunContext, distilled) -> dict | None:
+    """``cam_refreshes`` and ``active_fraction`` (mean share of pixels at or above the DAE threshold)."""
+    if ctx.config.distill != "tm":
+        raise PluginError(
+            f"EDF weights trajectory matching, but this run has distill = {ctx.config.distill!r}; add --distill tm",
+            plugin=PLUGIN_NAME,
+        )
+    maps: CamMaps | None = ctx.stash.get("edf_maps")
+    if maps is None:
+        return None  # re-evaluation of a saved run, or DAE switched off
+    ctx.records["edf"]["refreshes"] = maps.refreshes
+    metrics: dict = {"cam_refreshes": maps.refreshes}
+    if maps.active:
+        metrics["active_fraction"] = sum(maps.active) / len(maps.active)
+    return metrics

@@ -1,0 +1,107 @@
+"""The classifier EDF takes activation maps from, and the map from dataset classes to its label space.
+
+- ``cam_model = "run"``: the run's own trained classifier (:func:`ddcore.teacher.run_classifier`:
+  expert 0's final snapshot under trajectory matching, else a cached teacher).
+- ``cam_model = "torchvision:<arch>"``: a torchvision architecture with weights from a local file
+  (:func:`ddcore.teacher.torchvision_classifier`), e.g. the authors' ImageNet ResNet-18 at ``layer4``.
+
+Targets are the true classes of the synthetic images. When the CAM model has more classes than the
+dataset (an ImageNet-1K model for a 10-class subset), each dataset class is mapped to the model's
+index of the same class (``dataset.extra["imagenet_index"]``, or ``class_index`` given explicitly).
+The authors' release passed the subset's local indices 0..9 to a 1000-class model (tench, goldfish,
+...), a bug this mapping avoids.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ddcore import PluginError
+
+#: ImageNet statistics, expected by torchvision's pretrained classifiers.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def class_map(model_classes: int, dataset_classes: int, explicit: Sequence[int] = (), imagenet_index: Sequence[int] | None = None) -> torch.Tensor:
+    """The CAM model's class index of each dataset class.
+
+    ``explicit`` (``plugin.edf.class_index``) wins; else the identity when the label spaces have the
+    same size; else ``imagenet_index`` for a 1000-class model. Anything else is a one-line
+    :class:`~ddcore.PluginError`.
+
+    Shape: -> ``[dataset_classes]`` int64.
+
+    >>> class_map(10, 10)
+    tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    >>> class_map(1000, 3, imagenet_index=[0, 217, 482])   # tench, English springer, cassette player
+    tensor([  0, 217, 482])
+    """
+    if explicit:
+        chosen, source = list(explicit), "plugin.edf.class_index"
+    elif model_classes == dataset_classes:
+        return torch.arange(dataset_classes)
+    elif imagenet_index is not None and model_classes == 1000:
+        chosen, source = list(imagenet_index), "the dataset's extra['imagenet_index']"
+    else:
+        raise PluginError(
+            f"the CAM model has {model_classes} classes and the dataset {dataset_classes}: set plugin.edf.class_index "
+            "(the model's class of each dataset class) or use a dataset that declares extra['imagenet_index']",
+            plugin="edf",
+        )
+    if len(chosen) != dataset_classes:
+        raise PluginError(f"{source} has {len(chosen)} entries for {dataset_classes} dataset classes", plugin="edf")
+    if min(chosen) < 0 or max(chosen) >= model_classes:
+        raise PluginError(f"{source} holds an index outside the CAM model's {model_classes} classes", plugin="edf")
+    return torch.tensor(chosen, dtype=torch.long)
+
+
+def renormalize(images: torch.Tensor, source: tuple[Sequence[float], Sequence[float]],
+                target: tuple[Sequence[float], Sequence[float]]) -> torch.Tensor:  # fmt: skip
+    """Images normalised with ``source = (mean, std)`` re-expressed with ``target = (mean, std)``.
+
+    Shape: ``[N, C, H, W]`` -> ``[N, C, H, W]``; the per-channel values broadcast (one value for grey).
+
+    >>> renormalize(torch.zeros(1, 1, 1, 1), ((0.5,), (0.25,)), ((0.25,), (0.5,)))
+    tensor([[[[0.5000]]]])
+    """
+    def column(values: Sequence[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+
+    raw = images * column(source[1]) + column(source[0])
+    return (raw - column(target[0])) / column(target[1])
+
+
+def load_cam_model(ctx, cam_model: str, cam_weights: str) -> nn.Module:
+    """The CAM classifier on ``ctx.device``, in eval mode, with frozen parameters."""
+    if cam_model == "run":
+        from ddcore.teacher import run_classifier
+
+        model = run_classifier(ctx)
+    else:
+        from ddcore.teacher import torchvision_classifier
+
+        model = torchvision_classifier(cam_model.partition(":")[2], cam_weights)
+    return model.to(ctx.device).eval().requires_grad_(False)
+
+
+def probe_classes(model: nn.Module, example: torch.Tensor) -> int:
+    """The number of logits ``model`` returns for one image; a model that cannot take it is a PluginError.
+
+    Shape: ``example [1, C, H, W]`` -> int.
+    """
+    try:
+        with torch.no_grad():
+            logits = model(example)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PluginError(
+            f"the CAM model cannot take the dataset's images {list(example.shape[1:])}: {first} (plugin.edf.cam_model)",
+            plugin="edf",
+        ) from None
+    if logits.ndim != 2:
+        raise PluginError(f"the CAM model returns shape {list(logits.shape)}, expected logits [N, classes]", plugin="edf")
+    return int(logits.shape[1])

@@ -1,0 +1,153 @@
+"""``[plugin.edf]`` options and EDF's per-IPC presets (the authors' release, see docs/edf.md).
+
+``beta``, ``interval`` and ``alpha`` left unset take the preset's values. The preset ``auto`` (the
+default) picks ``ipc1``, ``ipc10`` or ``ipc50`` by the run's IPC (the nearest); ``woof-ipc10`` and
+``woof-ipc50`` are the ImageWoof rows (beta 2); ``none`` means no preset (every unset key must then be
+given). Keys set explicitly always win. The trajectory-matching settings of the same table (syn_steps,
+lr_img, ...) are the core's ``[tm]`` presets (``tm.preset = "spec-ipc10"``), not EDF options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ddcore import ConfigError
+from ddcore.cam import CamMethod
+
+PREFIX = "plugin.edf"
+
+#: EDF's own hyperparameters per preset (the spec's table; interval: the CAM refresh period in iterations).
+EDF_PRESETS: dict[str, dict[str, float | int]] = {
+    "ipc1": {"interval": 50, "alpha": 0.0, "beta": 1.0},
+    "ipc10": {"interval": 100, "alpha": 0.25, "beta": 1.0},
+    "ipc50": {"interval": 100, "alpha": 0.375, "beta": 1.0},
+    "woof-ipc10": {"interval": 100, "alpha": 0.25, "beta": 2.0},
+    "woof-ipc50": {"interval": 100, "alpha": 0.375, "beta": 2.0},
+}
+PRESET_IPCS = (1, 10, 50)
+
+
+def preset_for_ipc(ipc: int) -> str:
+    """The ``ipc<k>`` preset with ``k`` nearest to ``ipc`` (ties go to the smaller).
+
+    >>> [preset_for_ipc(i) for i in (1, 5, 6, 20, 30, 200)]
+    ['ipc1', 'ipc1', 'ipc10', 'ipc10', 'ipc50', 'ipc50']
+    """
+    return "ipc" + str(min(PRESET_IPCS, key=lambda k: (abs(k - ipc), k)))
+
+
+@dataclass
+class EDFConfig:
+    """``[plugin.edf]``: Emphasizing Discriminative Features on top of trajectory matching.
+
+    Attributes:
+        preset: ``auto`` (by IPC), one of :data:`EDF_PRESETS`, or ``none``.
+        beta: DAE: added to the activation in discriminative areas (``W = M + beta`` where ``M >= tau``).
+        act_threshold: DAE: fixed threshold ``tau`` in ``(0, 1]``; ``0`` uses each image's mean activation.
+        interval: DAE: recompute the activation maps every so many matching iterations.
+        alpha: CPD: drop the ``floor(alpha * P)`` smallest per-element matching losses; ``[0, 1)``.
+        dae: switch DAE (the pixel weights) on or off, for ablations.
+        cpd: switch CPD (the supervision weights) on or off, for ablations.
+        cam_method: ``smooth_gradcampp`` (the authors') or ``gradcam`` (one pass, cheaper).
+        cam_layer: the CAM layer's name in the CAM model (``""``: ``layer4`` for ResNets, the last
+            conv block for ConvNets).
+        cam_model: ``run`` (the run's own classifier: expert 0's final snapshot, else a cached teacher)
+            or ``torchvision:<arch>`` with ``cam_weights``.
+        cam_weights: a local weights file for a ``torchvision:<arch>`` CAM model.
+        cam_input_norm: how images reach the CAM model: ``auto`` (as they are for ``run``, re-normalised
+            to ImageNet statistics for torchvision models), ``dataset`` or ``imagenet``.
+        cam_samples: Smooth Grad-CAM++: noisy copies per image.
+        cam_noise: Smooth Grad-CAM++: the noise's standard deviation (normalised units).
+        cam_batch_size: images per CAM forward pass (``0``: all at once).
+        class_index: the CAM model's class for each dataset class (``[]``: the same index when the
+            label spaces match, else the dataset's ``imagenet_index``).
+    """
+
+    preset: str = "auto"
+    beta: float | None = None
+    act_threshold: float = 0.0
+    interval: int | None = None
+    alpha: float | None = None
+    dae: bool = True
+    cpd: bool = True
+    cam_method: CamMethod = "smooth_gradcampp"
+    cam_layer: str = ""
+    cam_model: str = "run"
+    cam_weights: str = ""
+    cam_input_norm: Literal["auto", "dataset", "imagenet"] = "auto"
+    cam_samples: int = 4
+    cam_noise: float = 0.3
+    cam_batch_size: int = 0
+    class_index: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.preset not in ("auto", "none", *EDF_PRESETS):
+            known = ", ".join(["auto", "none", *EDF_PRESETS])
+            raise ConfigError(f"config key '{PREFIX}.preset': unknown preset {self.preset!r}; choose one of {known}")
+        if self.preset not in ("auto", "none"):
+            self._fill(self.preset)
+        if self.beta is not None and self.beta < 0:
+            raise ConfigError(f"config key '{PREFIX}.beta' must be >= 0, got {self.beta}")
+        if not 0.0 <= self.act_threshold <= 1.0:
+            raise ConfigError(
+                f"config key '{PREFIX}.act_threshold' must lie in [0, 1] (0: each image's mean), got {self.act_threshold}"
+            )
+        if self.interval is not None and self.interval < 1:
+            raise ConfigError(f"config key '{PREFIX}.interval' must be at least 1, got {self.interval}")
+        if self.alpha is not None and not 0.0 <= self.alpha < 1.0:
+            raise ConfigError(
+                f"config key '{PREFIX}.alpha' must lie in [0, 1), got {self.alpha} (alpha = 1 would drop every element)"
+            )
+        if self.preset == "none":
+            missing = [key for key in ("beta", "interval", "alpha") if getattr(self, key) is None]
+            if missing:
+                raise ConfigError(f"config key '{PREFIX}.preset' is 'none', so set {', '.join(f'{PREFIX}.{k}' for k in missing)}")
+        if self.cam_samples < 1:
+            raise ConfigError(f"config key '{PREFIX}.cam_samples' must be at least 1, got {self.cam_samples}")
+        if self.cam_noise < 0:
+            raise ConfigError(f"config key '{PREFIX}.cam_noise' must be >= 0, got {self.cam_noise}")
+        if self.cam_batch_size < 0:
+            raise ConfigError(f"config key '{PREFIX}.cam_batch_size' must be >= 0 (0: all at once), got {self.cam_batch_size}")
+        if any(index < 0 for index in self.class_index):
+            raise ConfigError(f"config key '{PREFIX}.class_index' holds a negative class index")
+        self._check_cam_model()
+
+    def _check_cam_model(self) -> None:
+        if self.cam_model == "run":
+            if self.cam_weights:
+                raise ConfigError(
+                    f"config key '{PREFIX}.cam_weights' is only for cam_model = 'torchvision:<arch>' (cam_model is 'run')"
+                )
+            return
+        kind, _, arch = self.cam_model.partition(":")
+        if kind != "torchvision" or not arch:
+            raise ConfigError(
+                f"config key '{PREFIX}.cam_model': expected 'run' or 'torchvision:<arch>' (e.g. 'torchvision:resnet18'), "
+                f"got {self.cam_model!r}"
+            )
+        import torchvision
+
+        if arch not in torchvision.models.list_models(module=torchvision.models):
+            raise ConfigError(f"config key '{PREFIX}.cam_model': torchvision has no classification model {arch!r}")
+        if not self.cam_weights:
+            raise ConfigError(f"config key '{PREFIX}.cam_weights' must name a local weights file for {self.cam_model}")
+        if not Path(self.cam_weights).expanduser().is_file():
+            raise ConfigError(f"config key '{PREFIX}.cam_weights': {self.cam_weights} is not a file")
+
+    def _fill(self, preset: str) -> None:
+        for key, value in EDF_PRESETS[preset].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
+    def resolved(self, ipc: int) -> "EDFConfig":
+        """A copy with ``auto`` replaced by the preset for ``ipc`` and every unset value filled."""
+        if self.preset != "auto":
+            return self
+        copy = dataclasses.replace(self, preset=preset_for_ipc(ipc))
+        return copy
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
