@@ -1,0 +1,65 @@
+"""``dd_evaluate`` for this plugin: the KD evaluator (``[plugin.diffsel.kd] runs > 0``).
+
+Metrics (test accuracy in percent): ``kd_acc_mean``, ``kd_acc_std``, ``kd_acc_runs``; the run
+records the resolved recipe, the student network and the teacher's test accuracy.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict
+
+import torch
+
+from ddcore.models import ModelSpec, build_model
+from ddcore.training import accuracy_on, fork_devices
+from ddcore_diffsel.config import DiffselConfig
+from ddcore_diffsel.kd import KDRecipe, train_student
+
+#: Epochs when ``kd.epochs = 0``: the spec's 300.
+DEFAULT_EPOCHS = 300
+
+
+def kd_recipe(config: DiffselConfig, dataset) -> KDRecipe:
+    kd = config.kd
+    flip = kd.flip == "yes" or (kd.flip == "auto" and dataset.extra.get("default_augment", "crop_flip") != "crop")
+    return KDRecipe(epochs=kd.epochs or DEFAULT_EPOCHS, batch_size=kd.batch_size, lr=kd.lr, weight_decay=kd.weight_decay,
+                    temperature=kd.temperature, cutmix=kd.cutmix, min_scale=kd.min_scale, flip=flip)  # fmt: skip
+
+
+def student_spec(ctx, config: DiffselConfig) -> ModelSpec:
+    spec = ctx.model_spec or ModelSpec()
+    return ModelSpec(name=config.kd.model, width=spec.width, depth=spec.depth, norm=spec.norm) if config.kd.model else spec
+
+
+def kd_evaluate(ctx, distilled, config: DiffselConfig) -> dict | None:
+    """Train ``kd.runs`` students by knowledge distillation on ``distilled.images``; test on real data."""
+    if config.kd.runs == 0:
+        return None
+    from ddcore_diffsel.selection import _teacher
+
+    dataset = ctx.dataset
+    recipe = kd_recipe(config, dataset)
+    spec = student_spec(ctx, config)
+    teacher = _teacher(ctx, dataset, config)
+    channels, size, _ = dataset.image_shape
+    runs = list(range(config.kd.runs))[ctx.process_index :: ctx.num_processes]
+    results = []
+    with ctx.reporter.progress(f"KD evaluation ({config.kd.runs} students)", total=len(runs)) as advance:
+        for run in runs:
+            with torch.random.fork_rng(devices=fork_devices(ctx.device)):
+                torch.manual_seed(ctx.derive_seed("diffsel-kd", run, "init"))
+                student = build_model(spec, dataset.num_classes, channels, size)
+            generator = ctx.derive_generator("diffsel-kd", run)
+            train_student(student, teacher, distilled.images.detach(), recipe, generator, ctx.device)
+            results.append((run, 100.0 * accuracy_on(student, dataset.loader("test", 500), ctx.device)))
+            advance(1)
+    if ctx.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        results = gather_object(results)
+    accuracies = [acc for _, acc in sorted(results)]
+    teacher_acc = 100.0 * accuracy_on(teacher, dataset.loader("test", 500), ctx.device)
+    ctx.record("diffsel/kd", {"recipe": asdict(recipe), "student": asdict(spec), "teacher_acc": teacher_acc})
+    return {"kd_acc_mean": statistics.fmean(accuracies), "kd_acc_std": statistics.pstdev(accuracies),
+            "kd_acc_runs": accuracies, "kd_teacher_acc": teacher_acc}  # fmt: skip

@@ -1,0 +1,146 @@
+"""A text-conditioned latent diffusion prior (the Stable Diffusion family), assembled with diffusers.
+
+Components are read from a diffusers folder layout (``vae/``, ``unet/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``), from a local directory or a Hugging Face id already in the cache,
+always with ``local_files_only=True``: nothing is downloaded. ``transformers`` (CLIP text encoder and
+tokenizer) is imported only here, with an install hint naming the ``ddcore[sd]`` extra.
+
+Scoring: images (``[0, 1]``, grey images repeated to RGB) are scaled to ``[-1, 1]`` and encoded with
+the VAE (the posterior mean, times ``scaling_factor``); the conditional prompt is ``prompt`` with the
+class name, the reference is the empty prompt; both UNet predictions run in one batched call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ddcore import PluginError
+from ddcore_diffsel.priors import NULL, DiffusionPrior
+
+COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise PluginError(
+            "latent text priors need transformers (CLIP text encoder and tokenizer): pip install 'ddcore[sd]'"
+        ) from None
+    return transformers
+
+
+def is_sd_folder(folder: Path) -> bool:
+    """A diffusers pipeline folder: ``model_index.json`` or a ``unet/config.json`` beside a ``vae/``."""
+    return (folder / "model_index.json").is_file() or ((folder / "unet" / "config.json").is_file() and (folder / "vae").is_dir())
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot folder of ``repo_id`` in the Hugging Face cache; never downloads."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        raise PluginError(
+            f"hf-hub:{repo_id} is not in the Hugging Face cache (ddcore never downloads models); fetch it first, "
+            f"e.g. `huggingface-cli download {repo_id}`, or point plugin.diffsel.prior at a local-dir:"
+        ) from None
+
+
+class LatentTextPrior(DiffusionPrior):
+    """VAE + text-conditioned UNet + CLIP text encoder as a :class:`DiffusionPrior`.
+
+    Args:
+        vae: ``AutoencoderKL``. unet: ``UNet2DConditionModel``. text_encoder: ``CLIPTextModel``.
+        tokenizer: ``CLIPTokenizer``. scheduler: a DDPM-style scheduler (``add_noise``, ``alphas_cumprod``).
+        source: what the prior was loaded from (recorded in the fingerprint).
+    """
+
+    kind = "latent-text"
+
+    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, source: str = "", device="cpu"):
+        super().__init__(scheduler, device)
+        self.vae = vae.to(self.device).eval()
+        self.unet = unet.to(self.device).eval()
+        self.text_encoder = text_encoder.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.source = source
+        self.prompt_embeddings: torch.Tensor | None = None  # [K + 1, L, D]; row K is the empty prompt
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def multiple(self) -> int:
+        return self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def native_resolution(self, image_side: int) -> int:
+        return image_side
+
+    def check(self, class_names: Sequence[str], image_shape: tuple[int, int, int], resolution: int) -> None:
+        if image_shape[0] not in (1, 3):
+            raise PluginError(f"latent text priors take grey or RGB images, the dataset has {image_shape[0]} channels")
+        if resolution % self.multiple:
+            raise PluginError(
+                f"the latent diffusion prior cannot take {resolution} px images: VAE and UNet need a side divisible "
+                f"by {self.multiple} (config key plugin.diffsel.resolution)"
+            )
+
+    def set_prompts(self, names: Sequence[str], template: str) -> None:
+        """Encode ``template`` for each class name, plus the empty prompt (one batched text-encoder call)."""
+        prompts = [template.format(name=name) for name in names] + [""]
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")  # fmt: skip
+        with torch.no_grad():
+            hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        self.prompt_embeddings = hidden  # [K + 1, L, D]
+
+    def fingerprint(self) -> dict:
+        return {"kind": self.kind, "source": self.source, "unet": dict(self.unet.config), "vae": dict(self.vae.config),
+                "prompts": None if self.prompt_embeddings is None else list(self.prompt_embeddings.shape)}  # fmt: skip
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Shape: ``[B, C, H, W]`` in ``[0, 1]`` -> latents ``[B, c, H/s, W/s]`` (s = VAE scale)."""
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)
+        images = (images * 2 - 1).to(self.device, self.vae.dtype)
+        latents = self.vae.encode(images).latent_dist.mean
+        return latents * float(getattr(self.vae.config, "scaling_factor", 1.0))
+
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        if self.prompt_embeddings is None:
+            raise RuntimeError("set_prompts() must be called before predict()")
+        null = self.prompt_embeddings.shape[0] - 1
+        rows = torch.where(conditions == NULL, torch.full_like(conditions, null), conditions)
+        hidden = self.prompt_embeddings[rows.to(self.prompt_embeddings.device)]
+        return self.unet(noisy.to(self.unet.dtype), timesteps, encoder_hidden_states=hidden).sample
+
+
+def load_latent_prior(folder: Path, source: str, device="cpu") -> LatentTextPrior:
+    """Assemble a :class:`LatentTextPrior` from a diffusers folder; errors name the folder and component."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    transformers = _transformers()
+    missing = [name for name in COMPONENTS if not (folder / name).is_dir()]
+    if missing:
+        raise PluginError(f"{source}: not a Stable-Diffusion-style folder, missing {', '.join(missing)}/ (config key plugin.diffsel.prior)")
+    loaders = {
+        "vae": lambda: AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True),
+        "unet": lambda: UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True),
+        "text_encoder": lambda: transformers.CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True),
+        "tokenizer": lambda: transformers.CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+        "scheduler": lambda: DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True),
+    }
+    parts = {}
+    for name, load in loaders.items():
+        try:
+            parts[name] = load()
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PluginError(f"{source}: cannot load the {name} ({first}) (config key plugin.diffsel.prior)") from None
+    return LatentTextPrior(source=source, device=device, **parts)
