@@ -63,7 +63,10 @@ def renormalize(images: torch.Tensor, source: tuple[Sequence[float], Sequence[fl
                 target: tuple[Sequence[float], Sequence[float]]) -> torch.Tensor:  # fmt: skip
     """Images normalised with ``source = (mean, std)`` re-expressed with ``target = (mean, std)``.
 
-    Shape: ``[N, C, H, W]`` -> ``[N, C, H, W]``; the per-channel values broadcast (one value for grey).
+    Grey images (one channel) meeting three-channel ``target`` statistics come out as three identical
+    channels (before normalisation), which is how a grey image is shown to an RGB ImageNet classifier.
+
+    Shape: ``[N, C, H, W]`` -> ``[N, max(C, len(target mean)), H, W]``.
 
     >>> renormalize(torch.zeros(1, 1, 1, 1), ((0.5,), (0.25,)), ((0.25,), (0.5,)))
     tensor([[[[0.5000]]]])
@@ -71,8 +74,8 @@ def renormalize(images: torch.Tensor, source: tuple[Sequence[float], Sequence[fl
     def column(values: Sequence[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
 
-    raw = images * column(source[1]) + column(source[0])
-    return (raw - column(target[0])) / column(target[1])
+    raw = images * column(source[1]) + column(source[0])  # [N, C, H, W] in the data's own units
+    return (raw - column(target[0])) / column(target[1])  # a grey C = 1 broadcasts to the target's channels
 
 
 def load_cam_model(ctx, cam_model: str, cam_weights: str) -> nn.Module:

@@ -33,8 +33,8 @@ PRESET_IPCS = (1, 10, 50)
 def preset_for_ipc(ipc: int) -> str:
     """The ``ipc<k>`` preset with ``k`` nearest to ``ipc`` (ties go to the smaller).
 
-    >>> [preset_for_ipc(i) for i in (1, 5, 6, 20, 30, 200)]
-    ['ipc1', 'ipc1', 'ipc10', 'ipc10', 'ipc50', 'ipc50']
+    >>> [preset_for_ipc(i) for i in (1, 5, 6, 20, 30, 31, 200)]
+    ['ipc1', 'ipc1', 'ipc10', 'ipc10', 'ipc10', 'ipc50', 'ipc50']
     """
     return "ipc" + str(min(PRESET_IPCS, key=lambda k: (abs(k - ipc), k)))
 
