@@ -1,3 +1,85 @@
-"""The `compdd` plugin's hook implementations (loaded through the `compdd` entry point)."""
+"""The ``compdd`` plugin: the Comp-DD benchmark's datasets, its evaluation protocol and ``dd compdd`` commands.
 
-name = "compdd"
+- ``dd_register_datasets``: ``compdd/<category>-<easy|hard>`` (16 ImageNet subsets, over ``--data-root``)
+  and the offline miniature ``compdd/mini-easy`` / ``compdd/mini-hard``.
+- ``dd_evaluate``: the benchmark's protocol (:mod:`ddcore_compdd.protocol`), metrics ``compdd/acc_*``.
+- ``dd_register_commands``: ``dd compdd complexity | build | report | subsets``.
+
+Options, from the run's ``[plugin.compdd]`` table::
+
+    [plugin.compdd]
+    evaluate = "auto"   # "auto": on Comp-DD datasets only; "on": on any dataset; "off"
+    runs = 3            # networks trained by the protocol
+    epochs = 0          # 0: 1000 on the ImageNet subsets, 300 on the miniature
+    width = 0           # 0: 128 on the ImageNet subsets, 32 on the miniature
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Literal
+
+from ddcore import ConfigError, hookimpl
+from ddcore_compdd.subsets import SUBSETS
+
+PLUGIN_NAME = "compdd"
+name = PLUGIN_NAME
+
+
+@dataclass
+class CompddConfig:
+    """``[plugin.compdd]`` options (see the module docstring)."""
+
+    evaluate: Literal["auto", "on", "off"] = "auto"
+    runs: int = 3
+    epochs: int = 0
+    width: int = 0
+
+    def __post_init__(self) -> None:
+        for key, low in (("runs", 1), ("epochs", 0), ("width", 0)):
+            if getattr(self, key) < low:
+                raise ConfigError(f"config key 'plugin.compdd.{key}' must be >= {low}, got {getattr(self, key)}")
+
+
+config_class = CompddConfig
+
+
+def _subset(subset: str, options):
+    from ddcore_compdd.imagenet import load_subset
+
+    return load_subset(subset, options)
+
+
+def _mini(level: str, options):
+    from ddcore_compdd.minidata import load_mini
+
+    return load_mini(level, options)  # type: ignore[arg-type]
+
+
+@hookimpl
+def dd_register_datasets(register: Callable[..., None]) -> None:
+    for subset, indices in SUBSETS.items():
+        note = " (published with banjo twice: loaded as its 9 distinct classes, with a warning)" if len(set(indices)) < len(indices) else ""
+        register(f"compdd/{subset}", partial(_subset, subset), description=f"Comp-DD {subset}: ImageNet subset under --data-root, 128 px{note}")
+    register("compdd/mini-easy", partial(_mini, "easy"), description="Comp-DD miniature, easy: digits filling the frame, 32 px grey (offline)")
+    register("compdd/mini-hard", partial(_mini, "hard"), description="Comp-DD miniature, hard: small digits on clutter, 32 px grey (offline)")
+
+
+@hookimpl
+def dd_evaluate(ctx, distilled):
+    from ddcore_compdd.protocol import evaluate_protocol, is_compdd, protocol_settings
+
+    options: CompddConfig = ctx.plugin_config(PLUGIN_NAME)
+    if options.evaluate == "off" or (options.evaluate == "auto" and not is_compdd(ctx.dataset)):
+        return None
+    settings = protocol_settings(ctx, ctx.dataset, options.runs, options.epochs, options.width)
+    ctx.record("compdd/protocol", settings.to_dict())
+    return evaluate_protocol(ctx, distilled, settings)
+
+
+@hookimpl
+def dd_register_commands(cli) -> None:
+    from ddcore_compdd.commands import compdd_group
+
+    cli.add_command(compdd_group)

@@ -1,0 +1,151 @@
+"""A pre-resized copy of image files: decoded once (in parallel), reused by every later run.
+
+Each split becomes one ``uint8`` array ``[N, 3, S, S]`` in NumPy's ``.npy`` format, read back through a
+memory map, so a split is never held in memory as a whole and DataLoader workers share the page cache.
+Images are squashed to ``S x S`` (the whole image, aspect ratio not kept), as the Comp-DD release's
+loader does.
+
+Layout, under ``<cache_dir>/compdd/``::
+
+    <name>-<S>px-<key>/train.npy, val.npy    the pixels, written atomically
+    <name>-<S>px-<key>/meta.json             written last: the entry is complete when it exists
+
+``key`` hashes the format version, the size, the resize mode and every source file's path (relative to
+the data root), size in bytes and modification time, so changing, adding or removing an image builds
+a new entry instead of reusing a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from ddcore.atomic import atomic_path, write_json
+from ddcore.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageReadError
+
+CACHE_FORMAT = 1
+RESIZE = "squash"
+DECODE_BATCH = 32
+
+
+def decode_squashed(path: str, size: int) -> torch.Tensor:
+    """Decode ``path`` as RGB and resize the whole image to ``size x size``: ``[3, size, size]`` uint8.
+
+    Raises :class:`~ddcore.data.imagefolder.ImageReadError` naming ``path`` when it cannot be decoded.
+    """
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, never below ``size``
+            rgb = image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc} (fix or remove the file under --data-root)") from None
+    return TF.resize(TF.pil_to_tensor(rgb), [size, size], antialias=True)
+
+
+class _DecodeFiles(torch.utils.data.Dataset):
+    """``files[i]`` decoded and squashed: ``[3, S, S]`` uint8 (runs inside DataLoader workers)."""
+
+    def __init__(self, files: Sequence[str], size: int, decode: Callable[[str, int], torch.Tensor]):
+        self.files, self.size, self.decode = list(files), size, decode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.decode(self.files[index], self.size)
+
+
+def cache_key(root: Path, splits: dict[str, Sequence[str]], size: int) -> str:
+    """A 16-hex-digit key over the format, size, resize mode and every file's path, size and mtime."""
+    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "size": size, "resize": RESIZE}).encode())
+    for split in sorted(splits):
+        for path in splits[split]:
+            stat = os.stat(path)
+            digest.update(f"{split}\0{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def write_split(files: Sequence[str], size: int, dest: Path, workers: int, progress: Callable[[int], None] | None = None) -> None:
+    """Decode ``files`` with ``workers`` processes into ``dest`` (``.npy``, ``[N, 3, S, S]`` uint8), atomically."""
+    loader = torch.utils.data.DataLoader(
+        _DecodeFiles(files, size, decode_squashed),
+        batch_size=DECODE_BATCH,
+        num_workers=workers,
+        collate_fn=torch.stack,
+    )
+    with atomic_path(dest) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+        start = 0
+        for batch in loader:
+            array[start : start + len(batch)] = batch.numpy()
+            start += len(batch)
+            if progress is not None:
+                progress(len(batch))
+        array.flush()
+        del array
+
+
+def ensure_cache(
+    folder: Path,
+    root: Path,
+    splits: dict[str, Sequence[str]],
+    size: int,
+    workers: int,
+    progress: Callable[[str, int], Callable[[int], None] | None] | None = None,
+) -> dict[str, Path]:
+    """``{split: path of its .npy}`` under ``folder``, built first if ``folder/meta.json`` is missing.
+
+    ``progress(split, total)`` may return a callback advanced by the number of images decoded.
+    """
+    meta = folder / "meta.json"
+    paths = {split: folder / f"{split}.npy" for split in splits}
+    if meta.is_file() and all(path.is_file() for path in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, files in splits.items():
+        advance = progress(split, len(files)) if progress else None
+        write_split(files, size, paths[split], workers, advance)
+    write_json(meta, {
+        "format": CACHE_FORMAT, "size": size, "resize": RESIZE, "root": str(root),
+        "counts": {split: len(files) for split, files in splits.items()},
+    })  # fmt: skip
+    return paths
+
+
+class CachedSplit(torch.utils.data.Dataset):
+    """One split read from a cache array: ``split[i]`` is ``(image [3, S, S] float32 normalised, label)``.
+
+    Holds only the array's path and the labels, so it pickles cheaply into DataLoader workers; each
+    process opens its own read-only memory map on first use.
+    """
+
+    def __init__(self, path: Path, targets: list[int], mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.path = Path(path)
+        self.targets = list(targets)
+        self.mean, self.std = list(mean), list(std)
+        self._pixels: np.ndarray | None = None
+
+    def _array(self) -> np.ndarray:
+        if self._pixels is None:
+            self._pixels = np.load(self.path, mmap_mode="r")
+            if self._pixels.shape[0] != len(self.targets):
+                raise ValueError(f"{self.path} holds {self._pixels.shape[0]} images, expected {len(self.targets)}")
+        return self._pixels
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pixels": None}
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        pixels = torch.from_numpy(np.array(self._array()[index])).float().div_(255)
+        return TF.normalize(pixels, self.mean, self.std), self.targets[index]

@@ -1,0 +1,91 @@
+"""The Comp-DD evaluation protocol: the built-in evaluator's training loop with the protocol's settings.
+
+What the benchmark prescribes (EDF paper and release; ../shared/spec/compdd.md, edf.md "Evaluation"):
+a fresh ConvNet of the depth for the image size (ConvNetD5 at 128 px), width 128, instance norm, SGD
+at the distilled set's learned lr (else ``eval.lr``), momentum 0.9, weight decay 5e-4, lr x0.1 at half
+the epochs, batch 128, DSA on every batch, soft cross-entropy against the distilled labels when they
+are soft (cross-entropy when they are hard), no knowledge distillation, 1000 epochs, accuracy on the
+real validation images of the subset's classes.
+
+The miniature (``compdd/mini-*``, 32 px grey digits on a CPU) keeps every choice but the size of the
+network and the epochs: ConvNetD3 (the depth for 32 px), width 32 and 300 epochs, ddcore's ``digits``
+evaluator preset. Nothing here trains a network itself: each repeat is
+:func:`ddcore.builtin.evaluate.evaluate_once` with these settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+from ddcore import DistilledSet, ImageDataset
+from ddcore.models import ModelSpec
+from ddcore.presets import ResolvedEval, convnet_depth, resolve_eval
+
+IMAGENET_EPOCHS, IMAGENET_WIDTH = 1000, 128
+MINI_EPOCHS, MINI_WIDTH = 300, 32
+BATCH_SIZE = 128
+
+
+def is_compdd(dataset: ImageDataset) -> bool:
+    return "compdd_subset" in dataset.extra
+
+
+def protocol_settings(ctx, dataset: ImageDataset, runs: int, epochs: int = 0, width: int = 0) -> ResolvedEval:
+    """The resolved protocol for ``dataset``; ``epochs``/``width`` 0 take the defaults above.
+
+    Datasets that are not Comp-DD subsets keep the ``[eval]`` preset's epochs and width.
+    """
+    base = resolve_eval(ctx.config.eval, dataset)
+    if dataset.extra.get("compdd_mini"):
+        default_epochs, default_width = MINI_EPOCHS, MINI_WIDTH
+    elif is_compdd(dataset):
+        default_epochs, default_width = IMAGENET_EPOCHS, IMAGENET_WIDTH
+    else:
+        default_epochs, default_width = base.recipe.epochs, base.model.width
+    recipe = dataclasses.replace(
+        base.recipe,
+        epochs=epochs or default_epochs,
+        batch_size=BATCH_SIZE,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="step",
+        augment="dsa",
+    )
+    model = ModelSpec(name="convnet", width=width or default_width, depth=convnet_depth(dataset.image_shape[-1]), norm="instancenorm")
+    return ResolvedEval(
+        runs=runs,
+        model=model,
+        recipe=recipe,
+        full_recipe=recipe,
+        labels="auto",
+        use_learned_lr=True,
+        baseline=(),
+        test_batch_size=base.test_batch_size,
+    )
+
+
+def evaluate_protocol(ctx, distilled: DistilledSet, settings: ResolvedEval) -> dict[str, object]:
+    """Train ``settings.runs`` networks (dealt round-robin to processes), gather, summarise.
+
+    Returns ``acc_mean``, ``acc_std`` (population std), ``acc_runs`` (percent) and ``epochs``.
+    """
+    from accelerate.utils import gather_object
+
+    from ddcore.builtin.evaluate import evaluate_once
+
+    mine = list(range(settings.runs))[ctx.process_index :: ctx.num_processes]
+    results = []
+    with ctx.reporter.progress(f"Comp-DD protocol ({settings.runs} networks)", total=len(mine)) as advance:
+        for repeat in mine:
+            results.append((repeat, evaluate_once(ctx, settings, distilled, "distilled", repeat)))
+            advance(1)
+    gathered = sorted(gather_object(results) if ctx.num_processes > 1 else results)
+    accuracies = [accuracy for _, accuracy in gathered]
+    return {
+        "acc_mean": statistics.fmean(accuracies),
+        "acc_std": statistics.pstdev(accuracies),
+        "acc_runs": accuracies,
+        "epochs": settings.recipe.epochs,
+    }
