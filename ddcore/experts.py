@@ -76,7 +76,7 @@ EXPERT_TRAIN_DEFAULTS: dict[str, Any] = {
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "constant")
-AUGMENTS = ("none", "crop", "crop_flip")
+AUGMENTS = ("none", "crop", "crop_flip", "dsa")
 
 #: Batch size used to measure the experts' accuracies (no effect on training).
 ACCURACY_BATCH = 500

@@ -85,10 +85,12 @@ def test_determinism_same_seed_same_trajectory_other_seed_or_index_differs():
     assert not torch.equal(first, train_expert(data, recipe(), 1)["trajectory"])
 
 
-def test_augmented_training_is_deterministic_too():
+@pytest.mark.parametrize("augment", ["crop_flip", "dsa"])
+def test_augmented_training_is_deterministic_too(augment):
     data = tiny()
-    a = train_expert(data, recipe(augment="crop_flip", epochs=1), 0)["trajectory"]
-    assert torch.equal(a, train_expert(data, recipe(augment="crop_flip", epochs=1), 0)["trajectory"])
+    a = train_expert(data, recipe(augment=augment, epochs=1), 0)["trajectory"]
+    assert torch.equal(a, train_expert(data, recipe(augment=augment, epochs=1), 0)["trajectory"])
+    assert not torch.equal(a, train_expert(data, recipe(epochs=1), 0)["trajectory"])  # it did augment
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ def test_recipe_defaults_and_errors():
         ({"epochs": 0}, "epochs"),
         ({"num_experts": 0}, "num_experts"),
         ({"lr": 0.0}, "lr"),
-        ({"augment": "dsa"}, "augmentation"),
+        ({"augment": "mixup"}, "augmentation"),
         ({"model": ModelSpec(name="vgg")}, "model"),
     ):
         with pytest.raises(ConfigError, match=fragment) as info:
