@@ -80,3 +80,41 @@ def test_resume_refuses_complete_runs_and_extra_options(uninterrupted, cli):
     assert_cli_error(cli("run", "--resume", whole.out_dir), "holds a complete run")
     assert_cli_error(cli("run", "--resume", whole.out_dir, "--ipc", "3"), "--resume", "give no other run options")
     assert_cli_error(cli("run", "--resume", tmp_path / "nowhere"), "is not a directory")
+
+
+def _toml(tmp_path, out: str) -> str:
+    path = tmp_path / f"{out}.toml"
+    path.write_text(
+        f'ipc = 1\nworkers = 0\ndistill = "tm"\nout = "{tmp_path / out}"\ncache_dir = "{tmp_path / "cache"}"\n'
+        "[tm]\niterations = 8\nsyn_steps = 2\nmax_start_epoch = 2\ncur_max_start_epoch = 1\ncheckpoint_every = 1\n"
+        "[experts]\nnum = 2\nbatch_size = 512\n[eval]\nruns = 1\nepochs = 1\nwidth = 8\n"
+    )
+    return str(path)
+
+
+@pytest.mark.slow
+def test_a_process_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
+    """A real `dd run` process is SIGKILLed once checkpoints exist; `dd run --resume` finishes it identically."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    dd = [sys.executable, "-m", "ddcore_cli", "run", "--quiet"]
+    subprocess.run([*dd, "--config", _toml(tmp_path, "whole")], check=True, capture_output=True)
+    process = subprocess.Popen([*dd, "--config", _toml(tmp_path, "cut")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoints, deadline = tmp_path / "cut" / "checkpoints", time.monotonic() + 300
+    while not list(checkpoints.glob("tm-*.pt")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed; make it longer"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "cut" / "distilled.pt").exists()
+    resumed = subprocess.run([*dd, "--resume", str(tmp_path / "cut")], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    from ddcore.distilled import DistilledSet
+
+    whole, cut = (DistilledSet.load(tmp_path / name / "distilled.pt") for name in ("whole", "cut"))
+    assert torch.equal(cut.images, whole.images) and cut.lr == whole.lr
+    assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["status"] == "complete"
