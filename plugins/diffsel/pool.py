@@ -57,7 +57,7 @@ class Pool:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": POOL_FORMAT, "labels": self.labels, "index": self.index, "boxes": self.boxes,
-                "scores": self.scores, "features": self.features, "meta": json.dumps(self.meta)}  # fmt: skip
+                "scores": self.scores, "features": self.features, "meta": json.dumps(self.meta, default=str)}  # fmt: skip
 
     @classmethod
     def load(cls, path: Path) -> "Pool | None":

@@ -101,7 +101,10 @@ class LatentTextPrior(DiffusionPrior):
         self.prompt_embeddings = hidden  # [K + 1, L, D]
 
     def fingerprint(self) -> dict:
-        return {"kind": self.kind, "source": self.source, "unet": dict(self.unet.config), "vae": dict(self.vae.config),
+        def public(config) -> dict:
+            return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+        return {"kind": self.kind, "source": self.source, "unet": public(self.unet.config), "vae": public(self.vae.config),
                 "prompts": None if self.prompt_embeddings is None else list(self.prompt_embeddings.shape)}  # fmt: skip
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
