@@ -39,9 +39,10 @@ for dataset in $datasets; do
     )
     for name in random tm dae cpd edf; do
       dir="$out/$tag-ipc$ipc-$name"
-      if [[ -f "$dir.json" && -z "${FORCE:-}" ]]; then continue; fi  # re-run only what is missing (FORCE=1: all)
+      if [[ -s "$dir.json" && -z "${FORCE:-}" ]]; then continue; fi  # re-run only what is missing (FORCE=1: all)
       # shellcheck disable=SC2086
-      $dd run "${common[@]}" ${variants[$name]} --out "$dir" > "$dir.json"
+      $dd run "${common[@]}" ${variants[$name]} --out "$dir" > "$dir.json.part"
+      mv "$dir.json.part" "$dir.json"  # a killed run leaves no result that looks complete
     done
   done
 done
