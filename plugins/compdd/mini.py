@@ -5,7 +5,7 @@ dataset (the same stratified 80/20 split and seed). Images are grey, ``[1, S, S]
 default, each split normalised with its training split's mean and standard deviation.
 
 - **mini-easy**: the digit fills the frame (bilinear upsampling of the 8x8 image, as ``digits`` does).
-- **mini-hard**: the same digit small (35-50% of the side, brightest pixel 1) at a random position, on a cluttered
+- **mini-hard**: the same digit small (40-55% of the side, brightest pixel 1) at a random position, on a cluttered
   background made of fragments of other digits (random crops, scaled, rotated, dimmed) and random
   strokes; the digit is composited on top with a pixelwise maximum.
 
@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 
 MINI_SEED = 20241022
-DIGIT_SCALE = (0.35, 0.50)  # digit side as a fraction of the image side
-FRAGMENTS = 5  # fragments of other digits per image
+#: Bumped whenever the generation changes (caches keyed on the dataset should include it).
+MINI_VERSION = 2
+DIGIT_SCALE = (0.40, 0.55)  # digit side as a fraction of the image side
+FRAGMENTS = 4  # fragments of other digits per image
 FRAGMENT_SCALE = (0.35, 0.75)  # fragment (whole 8x8 source) side as a fraction of the image side
 FRAGMENT_CROP = (3, 6)  # crop side, in source pixels, kept of each 8x8 fragment source
-CLUTTER_INTENSITY = (0.25, 0.55)
+CLUTTER_INTENSITY = (0.15, 0.40)
 STROKES = 3
 STROKE_WIDTH = 0.04  # fraction of the image side
 

@@ -9,7 +9,7 @@ import torch
 from ddcore import ConfigError, DatasetOptions, ImageDataset
 from ddcore.data.base import TensorSplit
 from ddcore.data.digits import SPLIT_SEED, TEST_FRACTION
-from ddcore_compdd.mini import MINI_SEED, make_easy, make_hard
+from ddcore_compdd.mini import MINI_SEED, MINI_VERSION, make_easy, make_hard
 
 DEFAULT_SIZE = 32
 MIN_SIZE = 16
@@ -61,5 +61,5 @@ def load_mini(level: Level, options: DatasetOptions) -> ImageDataset:
         mean=(mean,),
         std=(std,),
         description=DESCRIPTIONS[level],
-        extra={"default_augment": "crop", "compdd_subset": f"mini-{level}", "compdd_mini": True},
+        extra={"default_augment": "crop", "compdd_subset": f"mini-{level}", "compdd_mini": True, "version": MINI_VERSION},
     )
