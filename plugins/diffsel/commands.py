@@ -51,8 +51,8 @@ def common(function):
 @diffsel_group.command(name="train-prior")
 @common
 @click.option("--steps", type=int, default=None, help="Optimiser steps in total (default: plugin.diffsel.train.steps).")
-@click.option("--size", type=int, default=None, help="Training side in px (default: min(image side, 16)).")
-@click.option("--channels", default=None, help="UNet block channels, comma-separated (default 32,64,64).")
+@click.option("--size", type=int, default=None, help="Training side in px (default: a quarter of the image side, 8 to 32).")
+@click.option("--channels", default=None, help="UNet block channels, comma-separated (default 32,64).")
 @click.option("--attention", is_flag=True, default=None, help="Self-attention in the middle level.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)

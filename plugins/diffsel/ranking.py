@@ -46,7 +46,7 @@ def _two_means(points: np.ndarray, seed: int) -> np.ndarray | None:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # duplicate points: sklearn warns, the split is still usable
-        labels = KMeans(n_clusters=2, n_init=3, random_state=seed).fit_predict(points)
+        labels = KMeans(n_clusters=2, n_init=1, random_state=seed).fit_predict(points)
     if labels.min() == labels.max():
         return None
     return labels

@@ -45,8 +45,10 @@ IN_MEMORY_BYTES = 256 * 2**20
 
 
 def prior_size(config: PriorTrainConfig, dataset: ImageDataset) -> int:
-    """The training side: ``config.size``, else ``min(image side, 16)``."""
-    return config.size or min(dataset.image_shape[-1], 16)
+    """The training side: ``config.size``, else a quarter of the image side clamped to ``[8, 32]``
+    (never more than the image side)."""
+    side = dataset.image_shape[-1]
+    return config.size or min(side, max(8, min(32, side // 4)))
 
 
 def prior_key(dataset: ImageDataset, config: PriorTrainConfig, seed: int, data_root: Any = None) -> str:
