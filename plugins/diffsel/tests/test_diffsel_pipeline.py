@@ -80,10 +80,15 @@ def test_random_real_selection_is_left_alone_but_evaluated_by_kd(run_tiny, share
 
 
 @pytest.mark.slow
-def test_trajectory_matching_starts_from_the_diffsel_set(run_tiny, shared_cache):
+@pytest.mark.parametrize("others", [[], ["edf"]], ids=["tm", "tm+edf"])
+def test_trajectory_matching_starts_from_the_diffsel_set(run_tiny, shared_cache, others):
     tm = {"preset": "none", "iterations": 2, "syn_steps": 2, "expert_epochs": 1, "max_start_epoch": 1,
           "cur_max_start_epoch": 1, "checkpoint_every": 0}  # fmt: skip
-    result = run_tiny(plugins=["diffsel"], cache_dir=shared_cache, distill="tm", tm=tm, experts={"num": 1, "epochs": 2},
-                      eval={"runs": 0}, plugin={"diffsel": _options()})  # fmt: skip
-    assert result.distilled.meta["selected_by"] == "diffsel"
+    selected = run_tiny(plugins=["diffsel"], cache_dir=shared_cache, eval={"runs": 0}, plugin={"diffsel": _options()})
+    result = run_tiny(plugins=["diffsel", *others], cache_dir=shared_cache, distill="tm", tm=tm,
+                      experts={"num": 1, "epochs": 2}, eval={"runs": 0}, plugin={"diffsel": _options()})  # fmt: skip
+    assert result.distilled.meta["selected_by"] == "diffsel" and result.distilled.meta["initialized_by"] == "diffsel"
     assert result.manifest["records"]["tm"]["iterations"] == 2
+    assert result.manifest["records"]["diffsel/pool"]["reused"]
+    assert not torch.equal(result.distilled.images, selected.distilled.images)  # matching moved the diffsel set
+    assert (result.distilled.images - selected.distilled.images).abs().mean() < 1.0  # ... starting from it
