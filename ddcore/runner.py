@@ -86,6 +86,20 @@ def validate_plugin_options(pm: DDPluginManager, sections: Mapping[str, Any]) ->
     return options
 
 
+def check_run_requirements(pm: DDPluginManager, config: RunConfig) -> None:
+    """Each active plugin's ``run_requirements`` (``{"distill": "tm"}``: top-level config keys and the
+    values the plugin needs) against the run's config; a mismatch is a one-line :class:`ConfigError`."""
+    for info in pm.plugin_infos():
+        needs = getattr(pm.get_plugin(info.name), "run_requirements", None) or {}
+        for key, value in needs.items():
+            actual = getattr(config, key, None)
+            if actual != value:
+                flag = f"--{key} {value}" if key in ("distill", "dataset", "ipc") else f"--set {key}={value!r}"
+                raise ConfigError(
+                    f"plugin '{info.name}' needs {key} = {value!r}, but the run has {key} = {actual!r}; pass {flag}"
+                )
+
+
 def check_ipc(config: RunConfig, dataset: ImageDataset) -> None:
     counts = dataset.class_counts("train")
     smallest = min(counts)
@@ -132,6 +146,7 @@ class Pipeline:
         self.pm = get_plugin_manager([*self.config.plugins, *plugins])
         self.hooks = Hooks(self.pm, select=self.config.select, initialize=self.config.initialize)
         plugin_options = validate_plugin_options(self.pm, self.config.plugin)
+        check_run_requirements(self.pm, self.config)
         if self.config.distill == "tm":
             self.config.tm.check_against(self.expert_epochs())
             if self.config.tm.init == "correct":
