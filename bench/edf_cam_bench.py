@@ -58,13 +58,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--syn-steps", type=int, default=10, help="unrolled steps of the matching step (digits preset: 10)")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions of every variant")
+    parser.add_argument("--ipcs", default="1,10", help="synthetic set sizes, images per class (comma-separated)")
+    parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     args = parser.parse_args()
-    reps = 2 if args.quick else 7
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reps = 2 if args.quick else args.reps
     syn_steps = 2 if args.quick else args.syn_steps
     print(f"edf_cam_bench: torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load {os.getloadavg()[0]:.2f}, reps {reps}, syn_steps {syn_steps}")  # fmt: skip
 
-    for ipc in (1, 10):
+    for ipc in [int(k) for k in args.ipcs.split(",")]:
         dataset, images, labels = digits_images(ipc)
         spec = resolve_eval(EvalConfig(), dataset).model
         torch.manual_seed(0)
