@@ -66,6 +66,12 @@ def resolve_prior(ctx, dataset, config) -> tuple[DiffusionPrior, int]:
     if config.prior == "auto":
         from ddcore_diffsel.train_prior import ensure_pixel_prior
 
+        multiple = 2 ** (len(config.train.channels) - 1)
+        if config.resolution % multiple:  # known before training: say it now
+            raise PluginError(
+                f"the diffusion prior cannot take {config.resolution} px images: its UNet needs a side divisible by "
+                f"{multiple} (config key plugin.diffsel.resolution)"
+            )
         folder = ensure_pixel_prior(ctx, dataset, config.train)
         prior = load_prior(folder, ctx.device)
     else:
