@@ -66,12 +66,13 @@ def dataset_context(dataset: str, plugins: tuple[str, ...], common: dict[str, An
 
 
 def teacher_defaults(dataset) -> dict[str, Any]:
-    """How the default classifier is trained: ConvNetD5 width 32 for the miniature (its last block pools to
-    1x1, so its maps follow the digit wherever it is), else the run's network and the preset's epochs."""
+    """How the default classifier is trained. The miniature: ConvNetD3 width 32, Adam (lr 1e-3, batch 64),
+    15 epochs (measured: 71% test accuracy on mini-hard; SGD at lr 0.01 is still near chance after 20
+    epochs there). Other datasets: the run's network and the evaluator preset's full-data epochs."""
     from ddcore.models import ModelSpec
 
     if dataset.extra.get("compdd_mini"):
-        return {"model": ModelSpec(name="convnet", width=32, depth=5), "epochs": 20, "lr": 0.01, "batch_size": 64}
+        return {"model": ModelSpec(name="convnet", width=32, depth=3), "epochs": 15, "optimizer": "adam", "lr": 1e-3, "batch_size": 64}
     return {}
 
 

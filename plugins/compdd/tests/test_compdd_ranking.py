@@ -1,0 +1,27 @@
+"""The miniature's ranking: the complexity metric, with its default teacher, puts mini-hard above mini-easy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ddcore_compdd.commands import compdd_group
+
+
+@pytest.mark.slow
+def test_mini_hard_is_more_complex_than_mini_easy(tmp_path):
+    args = [
+        "complexity", "--dataset", "compdd/mini-easy", "--dataset", "compdd/mini-hard", "--per-class", "20",
+        "--teacher-epochs", "8",  # the default teacher's recipe, shortened (15 epochs by default)
+        "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--workers", "0", "--cpu",
+    ]  # fmt: skip
+    result = CliRunner().invoke(compdd_group, args)
+    assert result.exit_code == 0, result.output
+    easy, hard = json.loads((tmp_path / "out" / "complexity.json").read_text())["datasets"]
+    assert (easy["dataset"], hard["dataset"]) == ("compdd/mini-easy", "compdd/mini-hard")
+    assert hard["complexity"] > easy["complexity"] + 0.02
+    per_class = [(e["complexity"], h["complexity"]) for e, h in zip(easy["classes"], hard["classes"])]
+    assert sum(h > e for e, h in per_class) >= 8  # nearly every digit is more complex in the hard set
+    assert hard["classifier"]["kind"] == "teacher" and hard["classifier"]["test_acc"] > 40
