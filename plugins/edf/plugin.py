@@ -2,18 +2,18 @@
 
 - ``dd_pixel_weights``: DAE, the Grad-CAM soft mask on the synthetic images' gradient (:mod:`.dae`).
 - ``dd_supervision_weights``: CPD, dropping the lowest per-element matching losses (:mod:`.cpd`).
-- ``dd_evaluate``: EDF's own figures (CAM refreshes, share of pixels emphasised), and a one-line error
-  when the run does no trajectory matching, where EDF would silently do nothing.
+- ``dd_evaluate``: EDF's own figures (CAM refreshes, share of pixels emphasised).
 
-Use it with the built-in matcher: ``dd run --plugin edf --distill tm``; options go in ``[plugin.edf]``
-(:class:`~ddcore_edf.config.EDFConfig`).
+Use it with the built-in matcher: ``dd run --plugin edf --distill tm``; ``run_requirements`` makes
+ddcore refuse a run without ``--distill tm`` before any work (EDF would silently do nothing there).
+Options go in ``[plugin.edf]`` (:class:`~ddcore_edf.config.EDFConfig`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ddcore import PluginError, RunContext, hookimpl
+from ddcore import RunContext, hookimpl
 from ddcore_edf.config import EDFConfig
 from ddcore_edf.cpd import cpd_weights, drop_count
 from ddcore_edf.dae import soft_mask
@@ -22,6 +22,8 @@ from ddcore_edf.maps import CamMaps
 PLUGIN_NAME = "edf"
 name = PLUGIN_NAME
 config_class = EDFConfig
+#: Checked by ddcore right after the options: without trajectory matching no hook of EDF is ever called.
+run_requirements = {"distill": "tm"}
 
 
 def _options(ctx: RunContext) -> EDFConfig:
@@ -67,11 +69,6 @@ def dd_supervision_weights(ctx: RunContext, losses: torch.Tensor, distances: tor
 @hookimpl
 def dd_evaluate(ctx: RunContext, distilled) -> dict | None:
     """``cam_refreshes`` and ``active_fraction`` (mean share of pixels at or above the DAE threshold)."""
-    if ctx.config.distill != "tm":
-        raise PluginError(
-            f"EDF weights trajectory matching, but this run has distill = {ctx.config.distill!r}; add --distill tm",
-            plugin=PLUGIN_NAME,
-        )
     maps: CamMaps | None = ctx.stash.get("edf_maps")
     if maps is None:
         return None  # re-evaluation of a saved run, or DAE switched off

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ddcore_edf.maps
-from ddcore import PluginError
+from ddcore import ConfigError, PluginError
 from ddcore.cam import grad_cam
 from ddcore_edf import plugin
 from ddcore_edf.dae import soft_mask
@@ -85,10 +85,9 @@ def test_resumed_run_reuses_the_saved_maps(edf_context, synthetic, tmp_path, mon
     assert torch.equal(plugin.dd_pixel_weights(resumed, images + 1.0, labels, 2), at_zero)
 
 
-def test_edf_without_trajectory_matching_is_an_error(dd_context):
-    ctx = dd_context(plugins=["edf"])
-    with pytest.raises(PluginError, match="distill = 'none'; add --distill tm"):
-        plugin.dd_evaluate(ctx, None)
+def test_edf_without_trajectory_matching_is_refused_before_any_work(dd_context):
+    with pytest.raises(ConfigError, match="plugin 'edf' needs distill = 'tm', but the run has distill = 'none'; pass --distill tm"):
+        dd_context(plugins=["edf"])
 
 
 def squeezenet_weights(tmp_path):

@@ -53,5 +53,5 @@ def test_cli_refuses_edf_without_matching(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "Error [edf]: EDF weights trajectory matching, but this run has distill = 'none'; add --distill tm"
+        "Error: plugin 'edf' needs distill = 'tm', but the run has distill = 'none'; pass --distill tm"
     )
