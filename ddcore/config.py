@@ -266,12 +266,16 @@ def parse_assignment(text: str) -> dict[str, Any]:
     return result
 
 
-def build_config(data: Mapping[str, Any] | RunConfig | None = None) -> RunConfig:
-    """Validate a plain mapping (file contents merged with flags) into a :class:`RunConfig`."""
+def build_config(data: Mapping[str, Any] | RunConfig | None = None, *, preset_family: str = "") -> RunConfig:
+    """Validate a plain mapping (file contents merged with flags) into a :class:`RunConfig`.
+
+    ``preset_family``: the dataset's preset family (its registry entry's ``presets``), used by
+    ``tm.preset = "auto"`` instead of the dataset's name.
+    """
     from ddcore.tm_presets import apply_tm_preset
 
     raw = data.to_dict() if isinstance(data, RunConfig) else dict(data or {})
-    return from_mapping(RunConfig, apply_tm_preset(raw), prefix="")
+    return from_mapping(RunConfig, apply_tm_preset(raw, preset_family), prefix="")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,10 +50,11 @@ def dd_register_datasets(register: Callable[..., None]) -> None:
     When: once per run, before the configuration's ``dataset`` is looked up; also by ``dd datasets``.
 
     Args:
-        register: ``register(name, factory, *, description="")``. ``factory(options)`` receives a
-            :class:`ddcore.data.DatasetOptions` (``root``, ``image_size``, ``workers``, ``cache_dir``)
-            and returns an :class:`ddcore.data.ImageDataset`. Names are ``lower-case`` and may be
-            namespaced (``compdd/bird-hard``).
+        register: ``register(name, factory, *, description="", presets="")``. ``factory(options)``
+            receives a :class:`ddcore.data.DatasetOptions` (``root``, ``image_size``, ``workers``,
+            ``cache_dir``) and returns an :class:`ddcore.data.ImageDataset`. Names are ``lower-case``
+            and may be namespaced (``compdd/bird-hard``). ``presets`` names the preset family that
+            ``tm.preset = "auto"`` uses for it (``"digits"``: the ``digits-ipc<k>`` presets).
 
     Returns: nothing; call ``register`` for each dataset.
 

@@ -147,6 +147,10 @@ class Pipeline:
         self.hooks = Hooks(self.pm, select=self.config.select, initialize=self.config.initialize)
         plugin_options = validate_plugin_options(self.pm, self.config.plugin)
         check_run_requirements(self.pm, self.config)
+        self.registry = self.hooks.register_datasets(DatasetRegistry())
+        family = self.registry.entry(self.config.dataset).presets  # unknown names fail here, before any work
+        if family and self.config.distill == "tm":
+            self.config = build_config(config, preset_family=family)
         if self.config.distill == "tm":
             self.config.tm.check_against(self.expert_epochs())
             if self.config.tm.init == "correct":
@@ -157,8 +161,6 @@ class Pipeline:
                         "answer dd_select/dd_initialize; use tm.init = 'selected' or drop the plugin"
                     )
         self._experts = None
-        self.registry = self.hooks.register_datasets(DatasetRegistry())
-        self.registry.entry(self.config.dataset)  # unknown names fail here, before any work
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 

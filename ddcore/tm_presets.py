@@ -49,7 +49,8 @@ PRESET_IPCS = (1, 10, 50)
 
 
 def resolve_tm_preset(name: str, dataset: str, ipc: int) -> tuple[str, dict[str, Any]]:
-    """``(resolved name, values)`` for ``[tm] preset = name``.
+    """``(resolved name, values)`` for ``[tm] preset = name``; ``dataset`` is the dataset's name or its
+    registered preset family (``register(..., presets="digits")``).
 
     >>> resolve_tm_preset("auto", "digits", 8)[0], resolve_tm_preset("auto", "imagefolder", 40)[0]
     ('digits-ipc10', 'spec-ipc50')
@@ -67,13 +68,17 @@ def resolve_tm_preset(name: str, dataset: str, ipc: int) -> tuple[str, dict[str,
     return name, dict(TM_PRESETS[name])
 
 
-def apply_tm_preset(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill the ``[tm]`` table of a raw config from its preset when ``distill = "tm"`` (explicit keys win)."""
+def apply_tm_preset(data: Mapping[str, Any], family: str = "") -> dict[str, Any]:
+    """Fill the ``[tm]`` table of a raw config from its preset when ``distill = "tm"`` (explicit keys win).
+
+    ``family``: the dataset's preset family, when its registry entry names one (else its name is used).
+    """
     data = dict(data)
     tm = data.get("tm", {})
     if data.get("distill") != "tm" or not isinstance(tm, Mapping):
         return data
     ipc = data.get("ipc", 10)
-    name, values = resolve_tm_preset(str(tm.get("preset", "auto")), str(data.get("dataset", "digits")), ipc if isinstance(ipc, int) else 10)
+    dataset = family or str(data.get("dataset", "digits"))
+    name, values = resolve_tm_preset(str(tm.get("preset", "auto")), dataset, ipc if isinstance(ipc, int) else 10)
     data["tm"] = {**values, **tm, "preset": name}
     return data

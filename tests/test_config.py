@@ -100,3 +100,24 @@ def test_tm_presets_fill_unset_keys_and_explicit_keys_win():
     assert again.tm == build_config({"distill": "tm", "ipc": 50}).tm
     with pytest.raises(ConfigError, match=r"config key 'tm.preset': unknown preset 'fast'"):
         build_config({"distill": "tm", "tm": {"preset": "fast"}})
+
+
+def test_a_dataset_registered_with_a_preset_family_gets_its_presets(tmp_path):
+    """``register(..., presets="digits")`` makes ``tm.preset = "auto"`` pick ``digits-ipc<k>``; explicit keys win."""
+    from ddcore import hookimpl
+    from ddcore.data.digits import load_digits_dataset
+    from ddcore.runner import Pipeline
+
+    class SmallDigits:
+        name = "small-digits"
+
+        @hookimpl
+        def dd_register_datasets(self, register):
+            register("small/digits", load_digits_dataset, presets="digits")
+            register("small/other", load_digits_dataset)
+
+    base = {"distill": "tm", "ipc": 1, "cache_dir": str(tmp_path)}
+    family = Pipeline({**base, "dataset": "small/digits", "tm": {"syn_steps": 7}}, [SmallDigits()], write=False).config.tm
+    assert family.preset == "digits-ipc1" and family.iterations == 200 and family.syn_steps == 7
+    other = Pipeline({**base, "dataset": "small/other"}, [SmallDigits()], write=False).config.tm
+    assert other.preset == "spec-ipc1" and other.iterations == 10000

@@ -18,6 +18,8 @@ class DatasetEntry:
     factory: DatasetFactory
     plugin: str
     description: str = ""
+    #: The preset family ``tm.preset = "auto"`` uses (``"digits"`` -> ``digits-ipc<k>``); "" = the name.
+    presets: str = ""
 
 
 class DatasetRegistry:
@@ -27,9 +29,9 @@ class DatasetRegistry:
         self.entries: dict[str, DatasetEntry] = {}
 
     def registrar(self, plugin: str) -> Callable[..., None]:
-        """The ``register(name, factory, *, description="")`` callback handed to ``plugin``."""
+        """The ``register(name, factory, *, description="", presets="")`` callback handed to ``plugin``."""
 
-        def register(name: str, factory: DatasetFactory, *, description: str = "") -> None:
+        def register(name: str, factory: DatasetFactory, *, description: str = "", presets: str = "") -> None:
             if not isinstance(name, str) or not name or name != name.strip():
                 raise PluginError(f"dataset names must be non-empty strings, got {name!r}", plugin=plugin)
             if name in self.entries:
@@ -38,7 +40,7 @@ class DatasetRegistry:
                     f'dataset "{name}" is registered by both "{other}" and "{plugin}"; deactivate one of them',
                     plugin=plugin,
                 )
-            self.entries[name] = DatasetEntry(name, factory, plugin, description)
+            self.entries[name] = DatasetEntry(name, factory, plugin, description, presets)
 
         return register
 
