@@ -73,7 +73,7 @@ def cache_key(root: Path, splits: dict[str, Sequence[str]], size: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_split(files: Sequence[str], size: int, dest: Path, workers: int, progress: Callable[[int], None] | None = None) -> None:
+def write_split(files: Sequence[str], size: int, dest: Path, workers: int) -> None:
     """Decode ``files`` with ``workers`` processes into ``dest`` (``.npy``, ``[N, 3, S, S]`` uint8), atomically."""
     loader = torch.utils.data.DataLoader(
         _DecodeFiles(files, size, decode_squashed),
@@ -87,8 +87,6 @@ def write_split(files: Sequence[str], size: int, dest: Path, workers: int, progr
         for batch in loader:
             array[start : start + len(batch)] = batch.numpy()
             start += len(batch)
-            if progress is not None:
-                progress(len(batch))
         array.flush()
         del array
 
@@ -99,20 +97,15 @@ def ensure_cache(
     splits: dict[str, Sequence[str]],
     size: int,
     workers: int,
-    progress: Callable[[str, int], Callable[[int], None] | None] | None = None,
 ) -> dict[str, Path]:
-    """``{split: path of its .npy}`` under ``folder``, built first if ``folder/meta.json`` is missing.
-
-    ``progress(split, total)`` may return a callback advanced by the number of images decoded.
-    """
+    """``{split: path of its .npy}`` under ``folder``, built first if ``folder/meta.json`` is missing."""
     meta = folder / "meta.json"
     paths = {split: folder / f"{split}.npy" for split in splits}
     if meta.is_file() and all(path.is_file() for path in paths.values()):
         return paths
     folder.mkdir(parents=True, exist_ok=True)
     for split, files in splits.items():
-        advance = progress(split, len(files)) if progress else None
-        write_split(files, size, paths[split], workers, advance)
+        write_split(files, size, paths[split], workers)
     write_json(meta, {
         "format": CACHE_FORMAT, "size": size, "resize": RESIZE, "root": str(root),
         "counts": {split: len(files) for split, files in splits.items()},
