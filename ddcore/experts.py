@@ -183,9 +183,9 @@ def recipe_for_dataset(
     ``augment "auto"``: :func:`resolve_augment`. Use it wherever experts are requested so that the same
     options give the same cache key.
     """
-    from ddcore.presets import EVAL_PRESETS, GENERAL_EVAL, convnet_depth
+    from ddcore.presets import convnet_depth, dataset_eval_preset
 
-    preset = {**GENERAL_EVAL, **EVAL_PRESETS.get(dataset.name, {})}
+    preset = dataset_eval_preset(dataset)
     spec = ModelSpec(
         name=model,
         width=width or preset["width"],
@@ -221,20 +221,24 @@ def _check_train(train: TrainRecipe) -> None:
 
 
 def dataset_identity(dataset: ImageDataset, data_root: str | Path | None = None) -> dict[str, Any]:
-    """What names a dataset in the cache key: name, image shape, train size, class names, data root.
+    """What names a dataset in the cache key: name, image shape, train size, class names, data root,
+    and ``extra["version"]`` when the dataset declares one.
 
     ``data_root`` (``config.data_root``) is resolved to an absolute path; ``None``/empty for built-in
     data such as ``digits``. The pixels themselves are not hashed: if the files under a root change,
     use a different cache directory or delete ``<cache_dir>/experts``.
     """
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
-    return {
+    identity = {
         "name": dataset.name,
         "image_shape": [int(v) for v in dataset.image_shape],
         "train_size": len(dataset.train),
         "class_names": [str(c) for c in dataset.class_names],
         "data_root": root,
     }
+    if "version" in dataset.extra:  # a generated dataset bumps it when its pixels change
+        identity["version"] = dataset.extra["version"]
+    return identity
 
 
 def cache_key(identity: Mapping[str, Any], recipe: ExpertRecipe) -> str:

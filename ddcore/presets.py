@@ -45,8 +45,15 @@ def convnet_depth(image_size: int) -> int:
     return max(1, round(math.log2(image_size)) - 2)
 
 
+def dataset_eval_preset(dataset: ImageDataset) -> dict:
+    """The evaluator defaults for ``dataset``: :data:`GENERAL_EVAL` updated by the preset of its family
+    (``dataset.extra["presets"]``, set from ``register(..., presets=...)``) or of its name."""
+    family = dataset.extra.get("presets") or dataset.name
+    return {**GENERAL_EVAL, **EVAL_PRESETS.get(family, {})}
+
+
 def resolve_eval(config: EvalConfig, dataset: ImageDataset) -> ResolvedEval:
-    preset = {**GENERAL_EVAL, **EVAL_PRESETS.get(dataset.name, {})}
+    preset = dataset_eval_preset(dataset)
     image_size = dataset.image_shape[-1]
     name = "convnet" if config.model == "auto" else config.model
     depth = config.depth or convnet_depth(image_size)

@@ -105,14 +105,14 @@ def trained_teacher(
 
     Records ``teachers/<key>`` (path, recipe, test accuracy) in the manifest.
     """
-    from ddcore.presets import EVAL_PRESETS, GENERAL_EVAL, resolve_eval
+    from ddcore.presets import dataset_eval_preset, resolve_eval
 
     dataset = dataset if dataset is not None else ctx.dataset
     if dataset is None:
         raise DDError("trained_teacher needs a dataset: the run has not built one yet")
     spec = model or ctx.model_spec or resolve_eval(ctx.config.eval, dataset).model
     if epochs is None:
-        epochs = {**GENERAL_EVAL, **EVAL_PRESETS.get(dataset.name, {})}["full_epochs"]
+        epochs = dataset_eval_preset(dataset)["full_epochs"]
     recipe = teacher_recipe(dataset, spec, epochs, seed=ctx.seed, **train_options)
     path = teacher_path(ctx.cache_dir, dataset, recipe, ctx.config.data_root or None)
     with ctx.accelerator.main_process_first():

@@ -9,9 +9,8 @@ Fixtures:
     plugin_module: writes an importable module (unique name, on ``sys.path``) and returns its name.
     tiny_run_args: the flags that make ``dd run`` cheap (eval off, cache and out under tmp_path).
 
-Helpers:
-    assert_cli_error(result, *fragments, code=2): exit code, ONE stderr line starting ``Error``
-        that contains every fragment, no traceback.
+Helpers that test modules import live in ``core_support.py`` (not here: every test folder of the
+repository has a ``conftest.py``, so ``from conftest import ...`` would pick whichever was loaded last).
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ from typing import Any, Callable
 
 import pytest
 
-CliResult = tuple[int, str, str]
+from core_support import CliResult
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -53,20 +53,6 @@ def cli(capsys) -> Callable[..., CliResult]:
         return code, out, err
 
     return invoke
-
-
-def assert_cli_error(result: CliResult, *fragments: str, code: int = 2) -> str:
-    """The command failed with ``code`` and printed exactly one ``Error...`` line naming every fragment."""
-    exit_code, out, err = result
-    assert exit_code == code, f"exit code {exit_code} != {code}\nstdout:\n{out}\nstderr:\n{err}"
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{err}"
-    line = lines[0]
-    assert line.startswith("Error"), line
-    for fragment in fragments:
-        assert fragment in line, f"{fragment!r} not in {line!r}"
-    return line
 
 
 @pytest.fixture
@@ -149,15 +135,3 @@ def plugin_module(tmp_path: Path, monkeypatch) -> Callable[[str], str]:
     yield write
     for name in created:
         sys.modules.pop(name, None)
-
-
-def write_plugin_file(folder: Path, stem: str, source: str) -> Path:
-    """A local plugin file ``folder/<stem>.py`` (for ``--plugin path/to/file.py``)."""
-    path = folder / f"{stem}.py"
-    path.write_text(textwrap.dedent(source), encoding="utf-8")
-    return path
-
-
-def tree_snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path -> bytes), to prove nothing changed."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

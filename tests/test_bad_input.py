@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_cli_error, tree_snapshot
+from core_support import assert_cli_error, tree_snapshot
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import assert_cli_error
+from core_support import assert_cli_error
 
 COMMANDS_PLUGIN = """
 import click

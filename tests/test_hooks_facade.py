@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import assert_cli_error, write_plugin_file
+from core_support import assert_cli_error, write_plugin_file
 from ddcore import ConfigError, PluginCallError, PluginError, Selection, hookimpl
 from ddcore.data.registry import DatasetRegistry
 from ddcore.hooks import Hooks, PluginCrash

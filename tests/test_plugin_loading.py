@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_cli_error, write_plugin_file
+from core_support import assert_cli_error, write_plugin_file
 
 GOOD_PLUGIN = """
     from ddcore import hookimpl

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_cli_error
+from core_support import assert_cli_error
 from ddcore import hookimpl
 from ddcore.errors import ConfigError
 from ddcore.runner import Pipeline

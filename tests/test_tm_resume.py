@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import assert_cli_error
+from core_support import assert_cli_error
 from ddcore import hookimpl
 from ddcore.errors import PluginCrash
 from ddcore.runner import resume_run, run

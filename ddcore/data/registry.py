@@ -66,4 +66,6 @@ class DatasetRegistry:
                 f'dataset "{name}" factory returned {type(dataset).__name__}, expected ddcore.ImageDataset',
                 plugin=entry.plugin,
             )
+        if entry.presets:
+            dataset.extra.setdefault("presets", entry.presets)
         return dataset

@@ -62,8 +62,14 @@ def dd_register_datasets(register: Callable[..., None]) -> None:
     for subset, indices in SUBSETS.items():
         note = " (published with banjo twice: loaded as its 9 distinct classes, with a warning)" if len(set(indices)) < len(indices) else ""
         register(f"compdd/{subset}", partial(_subset, subset), description=f"Comp-DD {subset}: ImageNet subset under --data-root, 128 px{note}")
-    register("compdd/mini-easy", partial(_mini, "easy"), description="Comp-DD miniature, easy: digits filling the frame, 32 px grey (offline)")
-    register("compdd/mini-hard", partial(_mini, "hard"), description="Comp-DD miniature, hard: small digits on clutter, 32 px grey (offline)")
+    register(
+        "compdd/mini-easy", partial(_mini, "easy"), presets="digits",  # CPU-sized matching and evaluator presets
+        description="Comp-DD miniature, easy: digits filling the frame, 32 px grey (offline)",
+    )
+    register(
+        "compdd/mini-hard", partial(_mini, "hard"), presets="digits",  # CPU-sized matching and evaluator presets
+        description="Comp-DD miniature, hard: small digits on clutter, 32 px grey (offline)",
+    )
 
 
 @hookimpl
