@@ -4,6 +4,9 @@ Fixtures:
     tiny_sd_dir: a diffusers-layout folder (vae, unet, text_encoder, tokenizer, scheduler) of randomly
         initialised tiny components built from configs (no network), with its tokenizer's vocab size.
     tiny_options: ``[plugin.diffsel]`` options that make a whole digits run take seconds.
+
+What test modules import (``PlantedPrior``, ``TINY_PRIOR``) is in ``diffsel_support.py``: every test
+folder of the repository has a ``conftest.py``, so ``from conftest import`` would be ambiguous.
 """
 
 from __future__ import annotations
@@ -16,51 +19,9 @@ import pytest
 import torch
 
 from ddcore_diffsel.pixel_prior import build_scheduler
-from ddcore_diffsel.priors import NULL, DiffusionPrior
+from diffsel_support import TINY_PRIOR
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing in these tests may download
-
-
-class PlantedPrior(DiffusionPrior):
-    """A prior on all-zero images whose conditional prediction is exact inside ``region`` and zero
-    (uninformed) elsewhere; the null prediction is zero everywhere. With ``contrast="others"`` only the
-    true class (``true_class``) is exact; other classes predict zero.
-
-    Args:
-        region: ``[H, W]`` bool mask where the class condition is informative.
-        true_class: the class whose condition is informative (``None``: any class).
-    """
-
-    kind = "planted"
-
-    def __init__(self, region: torch.Tensor, true_class: int | None = None):
-        super().__init__(build_scheduler(1000))
-        self.region = region
-        self.true_class = true_class
-        self.calls = 0
-
-    def encode(self, images):
-        return images * 2 - 1
-
-    def predict(self, noisy, timesteps, conditions):
-        self.calls += 1
-        clean = torch.full_like(noisy, -1.0)  # the images are all zero -> -1 in [-1, 1]
-        abar = self.scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1).to(noisy.dtype)
-        exact = (noisy - abar.sqrt() * clean) / (1 - abar).sqrt()  # the true noise
-        informed = conditions != NULL
-        if self.true_class is not None:
-            informed &= conditions == self.true_class
-        mask = self.region.view(1, 1, *self.region.shape) & informed.view(-1, 1, 1, 1)
-        return torch.where(mask, exact, torch.zeros_like(exact))
-
-    def check(self, class_names, image_shape, resolution):
-        return None
-
-    def native_resolution(self, image_side):
-        return image_side
-
-    def fingerprint(self):
-        return {"kind": self.kind}
 
 
 def write_tiny_tokenizer(folder: Path) -> int:
@@ -109,10 +70,6 @@ def build_tiny_sd(folder: Path) -> int:
 def tiny_sd_dir(tmp_path_factory) -> tuple[Path, int]:
     folder = tmp_path_factory.mktemp("tiny-sd")
     return folder, build_tiny_sd(folder)
-
-
-#: A prior that trains in a second or two and a Stage I over 6 images per class.
-TINY_PRIOR = {"steps": 4, "size": 8, "channels": [8, 16], "batch_size": 8, "checkpoint_every": 0}
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 
 from ddcore import ConfigError, PluginError
 
-from conftest import TINY_PRIOR
+from diffsel_support import TINY_PRIOR
 
 
 def _run(run_tiny, tmp_path, **options):

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 import torch
 
-from conftest import TINY_PRIOR
+from diffsel_support import TINY_PRIOR
 
 
 @pytest.fixture(scope="module")

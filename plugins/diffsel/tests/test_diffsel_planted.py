@@ -5,7 +5,7 @@ import torch
 from ddcore_diffsel.priors import discriminativeness_map
 from ddcore_diffsel.scorers import DiffusionScorer
 
-from conftest import PlantedPrior
+from diffsel_support import PlantedPrior
 
 
 def _region(h, w, top, left, size):

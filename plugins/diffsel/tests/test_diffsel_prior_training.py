@@ -5,7 +5,7 @@ import torch
 from ddcore_diffsel.pixel_prior import WEIGHTS_FILE, load_prior, read_meta
 from ddcore_diffsel.train_prior import ensure_pixel_prior
 
-from conftest import TINY_PRIOR
+from diffsel_support import TINY_PRIOR
 
 
 def _context(dd_context, tmp_path, name, **train):
