@@ -80,8 +80,8 @@ class FolderSplit(torch.utils.data.Dataset):
         return TF.normalize(pixels, list(self.mean), list(self.std)), self.targets[index]
 
 
-def read_image(path: str, size: int) -> torch.Tensor:
-    """Decode ``path`` as RGB, resize its shorter side to ``size`` and center-crop: ``[3, size, size]`` in [0, 1].
+def decode_rgb(path: str, size: int) -> torch.Tensor:
+    """Decode ``path`` as RGB at no less than ``size`` px a side: ``[3, H, W]`` uint8, not resized yet.
 
     Raises :class:`ImageReadError` (a :class:`ConfigError`) naming ``path`` when the file cannot be decoded.
     """
@@ -91,8 +91,15 @@ def read_image(path: str, size: int) -> torch.Tensor:
             rgb = image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc} (fix or remove the file under --data-root)") from None
-    pixels = TF.pil_to_tensor(rgb)  # [3, H, W] uint8
-    pixels = TF.resize(pixels, [size], antialias=True)  # shorter side -> size
+    return TF.pil_to_tensor(rgb)
+
+
+def read_image(path: str, size: int) -> torch.Tensor:
+    """Decode ``path`` as RGB, resize its shorter side to ``size`` and center-crop: ``[3, size, size]`` in [0, 1].
+
+    Raises :class:`ImageReadError` (a :class:`ConfigError`) naming ``path`` when the file cannot be decoded.
+    """
+    pixels = TF.resize(decode_rgb(path, size), [size], antialias=True)  # shorter side -> size
     pixels = TF.center_crop(pixels, [size, size])
     return pixels.float().div_(255)
 

@@ -26,10 +26,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image
 
 from ddcore.atomic import atomic_path, write_json
-from ddcore.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, ImageReadError
+from ddcore.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, decode_rgb
 
 CACHE_FORMAT = 1
 RESIZE = "squash"
@@ -41,13 +40,7 @@ def decode_squashed(path: str, size: int) -> torch.Tensor:
 
     Raises :class:`~ddcore.data.imagefolder.ImageReadError` naming ``path`` when it cannot be decoded.
     """
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, never below ``size``
-            rgb = image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc} (fix or remove the file under --data-root)") from None
-    return TF.resize(TF.pil_to_tensor(rgb), [size, size], antialias=True)
+    return TF.resize(decode_rgb(path, size), [size, size], antialias=True)
 
 
 class _DecodeFiles(torch.utils.data.Dataset):
