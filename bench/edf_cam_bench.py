@@ -9,7 +9,7 @@ network (ConvNet-D3, the width of the digits preset, instance norm) as both the 
 the CAM model (the run's own classifier is that network):
 
 (a) one CAM refresh of the whole set (``ddcore.cam.grad_cam``, plain Grad-CAM and Smooth Grad-CAM++
-    with 4 noisy copies, the default layer) against one outer matching step (``ddcore.matching``:
+    with 4 noisy copies, the default layer) against one outer matching step (``ddcore.tm.matching``:
     ``syn_steps`` unrolled steps on all images, DSA, backward); the ratio says how much a refresh
     adds to the iteration it happens in (divide by ``plugin.edf.interval`` for the average share).
 (b) batched Grad-CAM against a per-image loop (``grad_cam`` on one image at a time), both methods;
@@ -32,8 +32,8 @@ import torch
 from ddcore.augment import DSA, DSAugment
 from ddcore.cam import default_layer_name, grad_cam
 from ddcore.config import EvalConfig
-from ddcore.flatparams import flatten_params, param_shapes_of
-from ddcore.matching import matching_step, minibatch_order
+from ddcore.tm.flatparams import flatten_params, param_shapes_of
+from ddcore.tm.matching import matching_step, minibatch_order
 from ddcore.models import build_model
 from ddcore.presets import resolve_eval
 

@@ -165,7 +165,7 @@ class DdcoreStep:
         self.augment.generator.manual_seed(seed + 1)
 
     def __call__(self, iteration: int) -> float:
-        from ddcore.matching import matching_step, minibatch_order
+        from ddcore.tm.matching import matching_step, minibatch_order
 
         ctx = self.ctx
         n = self.images.shape[0]
@@ -233,7 +233,7 @@ def build_student(num_classes: int = 10, channels: int = 1, size: int = 32):
 
 
 def bench_overhead(ctx, dataset, trajectory, shapes, ipc, warmup, min_pairs, max_pairs, budget_s, syn_steps):
-    from ddcore.flatparams import param_shapes_of
+    from ddcore.tm.flatparams import param_shapes_of
 
     selection = ctx.hooks.select(ctx, dataset, ipc)
     initial = ctx.hooks.initialize(ctx, selection)
@@ -405,7 +405,7 @@ def bench_memory(data_path: Path, ipcs, syn_steps_list) -> list[dict]:
 
 
 def bench_expert(dataset, reps: int):
-    from ddcore.experts import recipe_for_dataset, train_expert
+    from ddcore.tm.experts import recipe_for_dataset, train_expert
 
     recipe = recipe_for_dataset(dataset, 1, 1)
     runs = []

@@ -1,6 +1,6 @@
 """``dd experts``: train (or reuse) expert trajectories on the real data and list them.
 
-The experts land in ``<cache-dir>/experts/<key>/`` (see :mod:`ddcore.experts`); a later run with the
+The experts land in ``<cache-dir>/experts/<key>/`` (see :mod:`ddcore.tm.experts`); a later run with the
 same dataset, model, recipe and seed reuses them, and asking for more experts trains only the new
 ones. Under ``torchrun`` the missing experts are shared out over the processes.
 """
@@ -48,7 +48,7 @@ def experts_command(
     """Train expert trajectories on the real training data (cached and resumable)."""
     from rich.table import Table
 
-    from ddcore.experts import ensure_experts, recipe_for_dataset
+    from ddcore.tm.experts import ensure_experts, recipe_for_dataset
     from ddcore.runner import Pipeline
     from ddcore_cli.output import stdout
 

@@ -76,7 +76,7 @@ def merged_config(config_file: Path | None, plugins: tuple[str, ...], sets: tupl
 @click.option("--overwrite", is_flag=True, help="Reuse an --out that already holds a run.")
 @click.option("--select", help="Plugin that answers dd_select when several could.")
 @click.option("--initialize", help="Plugin that answers dd_initialize when several could.")
-@click.option("--distill", type=click.Choice(["none", "tm"]), help="none: selection only (default); tm: trajectory matching.")
+@click.option("--distill", metavar="NAME", help="A registered distiller (dd distillers): none (selection only, the default), tm (trajectory matching), or a plugin's.")
 @click.option("--eval-runs", type=int, help="Networks trained by the built-in evaluator (default 3; 0 = off).")
 @click.option("--eval-epochs", type=int, help="Epochs per evaluation network (default: dataset preset).")
 @click.option("--eval-model", help="Evaluation network: convnet, convnetd3/4/5, resnet18.")

@@ -21,6 +21,7 @@ A config file::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import sys
@@ -82,72 +83,8 @@ class EvalConfig:
 
 
 @dataclass
-class TMConfig:
-    """Trajectory-matching options (``[tm]``, used when ``distill = "tm"``); names follow the EDF/DATM spec.
-
-    ``augment`` is the differentiable augmentation of the unrolled student's batches (``dsa`` or ``none``).
-    """
-
-    preset: str = "none"  # resolved name; "auto" (the default in a run config) picks by dataset and ipc
-    iterations: int = 200
-    syn_steps: int = 10
-    expert_epochs: int = 2
-    min_start_epoch: int = 0
-    cur_max_start_epoch: int = 2
-    max_start_epoch: int = 4
-    expansion_end: int = 100
-    batch_syn: int = 0  # 0: the whole synthetic set in one batch
-    lr_img: float = 100.0
-    lr_lr: float = 1e-5
-    lr_y: float = 2.0
-    lr_teacher: float = 0.01
-    learn_labels: bool = False
-    skip_threshold: float = 0.0  # 0: never skip; else skip updates whose loss exceeds it
-    augment: Literal["dsa", "none"] = "dsa"
-    init: Literal["selected", "correct"] = "selected"  # correct: EDF's correctly-predicted images, expert soft labels
-    checkpoint_every: int = 25  # 0: no checkpoints (no resume)
-    eval_every: int = 0  # 0: off; else evaluate every so many iterations and keep the best set
-    eval_runs: int = 1  # networks per periodic evaluation (the [eval] recipe)
-
-    def __post_init__(self) -> None:
-        for key in ("iterations", "syn_steps", "expert_epochs", "expansion_end"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key 'tm.{key}' must be at least 1, got {getattr(self, key)}")
-        if not 0 <= self.min_start_epoch <= self.cur_max_start_epoch <= self.max_start_epoch:
-            raise ConfigError(
-                "config keys 'tm.min_start_epoch' <= 'tm.cur_max_start_epoch' <= 'tm.max_start_epoch' must hold, got "
-                f"{self.min_start_epoch}, {self.cur_max_start_epoch}, {self.max_start_epoch}"
-            )
-        if self.eval_every < 0:
-            raise ConfigError(f"config key 'tm.eval_every' must be >= 0, got {self.eval_every}")
-        if self.eval_runs < 1:
-            raise ConfigError(f"config key 'tm.eval_runs' must be at least 1, got {self.eval_runs}")
-        if self.checkpoint_every < 0:
-            raise ConfigError(f"config key 'tm.checkpoint_every' must be >= 0, got {self.checkpoint_every}")
-        if self.batch_syn < 0:
-            raise ConfigError(f"config key 'tm.batch_syn' must be >= 0, got {self.batch_syn}")
-        if self.skip_threshold < 0:
-            raise ConfigError(f"config key 'tm.skip_threshold' must be >= 0 (0 = never skip), got {self.skip_threshold}")
-        for key in ("lr_img", "lr_lr", "lr_y", "lr_teacher"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"config key 'tm.{key}' must be > 0, got {getattr(self, key)}")
-
-    def check_against(self, expert_length: int) -> None:
-        """Reject a start window the experts cannot serve (``expert_length`` = snapshots - 1 = epochs)."""
-        last_start = self.max_start_epoch - 1 if self.max_start_epoch > self.min_start_epoch else self.min_start_epoch
-        if last_start + self.expert_epochs > expert_length:
-            raise ConfigError(
-                f"tm.max_start_epoch {self.max_start_epoch} + tm.expert_epochs {self.expert_epochs} needs experts of at "
-                f"least {last_start + self.expert_epochs} epochs, they have {expert_length}"
-            )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
 class ExpertsConfig:
-    """Expert trajectories for trajectory matching (``[experts]``); cached, see :mod:`ddcore.experts`.
+    """Expert trajectories for trajectory matching (``[experts]``); cached, see :mod:`ddcore.tm.experts`.
 
     The experts use the evaluator's network (``[eval]`` model, width, depth, norm). ``epochs = 0``
     trains just as many epochs as the ``[tm]`` window needs (``max_start_epoch + expert_epochs``).
@@ -183,17 +120,23 @@ class RunConfig:
     plugins: list[str] = field(default_factory=list)
     select: str = ""
     initialize: str = ""
-    distill: Literal["none", "tm"] = "none"
+    distill: str = "none"  # a registered distiller's name (dd distillers); "none": selection only
     out: str = ""
     overwrite: bool = False
     cache_dir: str = ""
     cpu: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
-    tm: TMConfig = field(default_factory=TMConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     plugin: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Top-level tables that are not core keys: the distillers' own tables (``[tm]``, ``[dm]``), raw until the
+    #: distiller registry validates them (:func:`ddcore.distillers.resolve_distiller`).
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    #: The chosen distiller's validated options (its ``config_class`` instance), once resolved.
+    distill_options: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.distill, str) or not self.distill:
+            raise ConfigError(f"config key 'distill' must name a distiller, got {self.distill!r} (option --distill)")
         if self.ipc <= 0:
             raise ConfigError(f"config key 'ipc' must be at least 1, got {self.ipc} (option --ipc)")
         _at_least("image_size", self.image_size, 0)
@@ -202,7 +145,22 @@ class RunConfig:
             raise ConfigError(f"config key 'seed' must be >= 0, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as a plain mapping that :func:`build_config` reads back: core keys, and the distiller's
+        table (resolved when the distiller registry has validated it, else as given)."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
+        for name, table in self.tables.items():
+            data[name] = dict(table)
+        if self.distill_options is not None:
+            data[self.distill] = _plain(self.distill_options)
+        return data
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (list, dict)):
+        return copy.deepcopy(value)
+    return value
 
 
 def _at_least(key: str, value: int, low: int) -> None:
@@ -266,16 +224,20 @@ def parse_assignment(text: str) -> dict[str, Any]:
     return result
 
 
-def build_config(data: Mapping[str, Any] | RunConfig | None = None, *, preset_family: str = "") -> RunConfig:
+def build_config(data: Mapping[str, Any] | RunConfig | None = None) -> RunConfig:
     """Validate a plain mapping (file contents merged with flags) into a :class:`RunConfig`.
 
-    ``preset_family``: the dataset's preset family (its registry entry's ``presets``), used by
-    ``tm.preset = "auto"`` instead of the dataset's name.
+    Core keys are checked here. A top-level table that is not a core key (``[tm]``, ``[dm]``) is kept
+    raw in ``RunConfig.tables``: it belongs to a distiller, which only the plugins can register, so the
+    run validates it once they are loaded (:func:`ddcore.distillers.resolve_distiller`). A top-level
+    non-table key that is not a core key is an error here.
     """
-    from ddcore.tm_presets import apply_tm_preset
-
     raw = data.to_dict() if isinstance(data, RunConfig) else dict(data or {})
-    return from_mapping(RunConfig, apply_tm_preset(raw, preset_family), prefix="")
+    core = {f.name for f in dataclasses.fields(RunConfig) if f.init}
+    tables = {key: value for key, value in raw.items() if key not in core and isinstance(value, Mapping)}
+    config = from_mapping(RunConfig, {key: value for key, value in raw.items() if key not in tables}, prefix="")
+    config.tables = {key: dict(value) for key, value in tables.items()}
+    return config
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from ddcore.config import RunConfig
     from ddcore.data.base import ImageDataset
-    from ddcore.experts import ExpertBuffer
+    from ddcore.tm.experts import ExpertBuffer
     from ddcore.hooks import Hooks
     from ddcore.models import ModelSpec
     from ddcore.reporting import Reporter
@@ -48,8 +48,10 @@ class RunContext:
         dataset: the run's dataset once built.
         model_spec: the run's network (the resolved ``[eval]`` model: experts, matcher, evaluator), once
             the dataset is built.
-        experts: the run's expert trajectories (:class:`~ddcore.experts.ExpertBuffer`) once a strategy
+        experts: the run's expert trajectories (:class:`~ddcore.tm.experts.ExpertBuffer`) once a strategy
             has loaded or trained them, else ``None``.
+        distill_calls: the weighting hooks the run's distiller calls (``("dd_pixel_weights", ...)``; empty
+            for ``distill = "none"``), so a plugin can tell a hook that will never be called.
         stash: a scratch dict shared by plugins during one run (not saved).
         records: what plugins :meth:`record` for the manifest (resolved settings, cache keys, ...).
     """
@@ -64,6 +66,7 @@ class RunContext:
     dataset: "ImageDataset | None" = None
     model_spec: "ModelSpec | None" = None
     experts: "ExpertBuffer | None" = None
+    distill_calls: tuple[str, ...] = ()
     plugin_options: dict[str, Any] = field(default_factory=dict)
     stash: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ddcore.context import RunContext
     from ddcore.data.base import ImageDataset
     from ddcore.data.registry import DatasetRegistry
+    from ddcore.distillers import DistillerRegistry
 
 logger = logging.getLogger("ddcore.hooks")
 
@@ -223,6 +224,37 @@ class Hooks:
         for impl in self._impls("dd_register_datasets"):
             self._call("dd_register_datasets", impl, register=registry.registrar(impl.plugin_name))
         return registry
+
+    def register_distillers(self, registry: "DistillerRegistry") -> "DistillerRegistry":
+        """Let every plugin add distillers (the built-in ``tm`` among them); a name clash names both plugins."""
+        for impl in self._impls("dd_register_distillers"):
+            self._call("dd_register_distillers", impl, register=registry.registrar(impl.plugin_name))
+        return registry
+
+    # -- plugin state in checkpoints ---------------------------------------------------------------
+
+    def state_dicts(self, ctx: "RunContext") -> dict[str, Any]:
+        """``{plugin: state}`` of every plugin answering ``dd_state_dict`` (abstainers left out)."""
+        states: dict[str, Any] = {}
+        for impl in self._impls("dd_state_dict"):
+            state = self._call("dd_state_dict", impl, ctx=ctx)
+            if state is None:
+                continue
+            if not isinstance(state, dict):
+                raise self._error("dd_state_dict", impl.plugin_name, f"returned {type(state).__name__}, expected a dict or None")
+            states[impl.plugin_name] = state
+        return states
+
+    def load_state_dicts(self, ctx: "RunContext", states: dict[str, Any]) -> None:
+        """Hand each plugin the state it saved (``dd_load_state_dict``); a saved state nobody takes is an error."""
+        takers = {impl.plugin_name: impl for impl in self._impls("dd_load_state_dict")}
+        for plugin, state in states.items():
+            if plugin not in takers:
+                raise ConfigError(
+                    f"the checkpoint holds the state of plugin '{plugin}', which is not active (or cannot load it); "
+                    f"resume with --plugin {plugin}"
+                )
+            self._call("dd_load_state_dict", takers[plugin], ctx=ctx, state=state)
 
     def register_commands(self, cli: "click.Group") -> None:
         """Let every plugin add subcommands; taking an existing name is an error naming the plugin."""

@@ -89,6 +89,36 @@ def dd_register_commands(cli: "click.Group") -> None:
     """
 
 
+@hookspec
+def dd_register_distillers(register: Callable[..., None]) -> None:
+    """Add distillers: the algorithms ``distill = "NAME"`` (``--distill NAME``) runs between initialisation and
+    evaluation. The built-in trajectory matcher registers ``tm`` through this hook like any plugin.
+
+    When: once per run, after the plugins are loaded and before the config's ``distill`` is resolved;
+    also by ``dd distillers``.
+
+    Args:
+        register: ``register(name, factory, *, config_class=None, calls=(), description="",
+            configure=None)``. ``factory(ctx, options)`` returns a :class:`ddcore.Distiller` (a subclass
+            is the factory itself). ``config_class`` is a dataclass validated from the run config's
+            top-level ``[NAME]`` table (``--set NAME.key=value``); its instance is ``options``.
+            ``calls`` names the weighting hooks the distiller calls in its steps
+            (``"dd_pixel_weights"``, ``"dd_supervision_weights"``): a plugin implementing only hooks the
+            chosen distiller never calls is refused before any work. ``configure(table, family, ipc)``
+            may fill defaults (presets) into the raw table before validation (``family`` is the
+            dataset's preset family or its name).
+
+    Returns: nothing; call ``register`` for each distiller.
+
+    Combination: every plugin registers. Two plugins registering the same name is an error naming
+    both; ``none`` (selection only) is the core's and cannot be taken.
+
+    Processes: called on every process; must be cheap and free of I/O (the distiller does the work).
+
+    .. versionadded:: 0.2
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Strategy: exactly one plugin answers; a built-in default (trylast) answers otherwise.
 # --------------------------------------------------------------------------------------------
@@ -162,8 +192,9 @@ def dd_pixel_weights(
     """Weight the synthetic images' gradient pixel by pixel (e.g. EDF's Grad-CAM soft mask).
 
     When: in every distillation step, after the matching loss's backward and before the optimiser
-    step of the built-in trajectory matcher (``distill = "tm"``). Not called by selection-only runs
-    (``distill = "none"``).
+    step of every distiller that says it calls it (the built-in trajectory matcher ``tm``; ``dd
+    distillers`` lists them). Not called by selection-only runs (``distill = "none"``); a plugin whose
+    weighting hooks the chosen distiller never calls is refused before any work.
 
     Args:
         ctx: the run context.
@@ -193,7 +224,8 @@ def dd_supervision_weights(
     """Weight the elements of the matching supervision (e.g. EDF's common-pattern dropout).
 
     When: in every trajectory-matching step, after the unrolled student is compared with the
-    expert, before the loss is reduced (``distill = "tm"``). Not called by selection-only runs.
+    expert, before the loss is reduced (``distill = "tm"``, and any distiller that says it calls it).
+    Not called by selection-only runs.
 
     Args:
         ctx: the run context.
@@ -210,6 +242,54 @@ def dd_supervision_weights(
     Processes: called on every process for its own trajectory.
 
     .. versionadded:: 0.1
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Plugin state: saved inside the distiller's checkpoints, restored on resume.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def dd_state_dict(ctx: "RunContext") -> "dict[str, Any] | None":
+    """The plugin's state that a resumed run needs to continue exactly (EDF: its current maps and counters).
+
+    When: every time the distiller saves a checkpoint (``DistillSession.save_checkpoint``).
+
+    Args:
+        ctx: the run context.
+
+    Returns: a dict that ``torch.load(..., weights_only=True)`` can read back (tensors, numbers,
+    strings, lists, dicts), or ``None`` to abstain (nothing to save yet).
+
+    Combination: collected; each answer is stored under the plugin's name in the checkpoint.
+
+    Processes: called on every process; the main process's answer is saved, so it must describe
+    state that is the same on every process (or gather it).
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def dd_load_state_dict(ctx: "RunContext", state: "dict[str, Any]") -> None:
+    """Restore the state this plugin returned from :func:`dd_state_dict`.
+
+    When: on ``--resume``, once, when the newest readable checkpoint is loaded and before the
+    distiller continues; only for plugins whose state is in that checkpoint.
+
+    Args:
+        ctx: the run context (``ctx.dataset`` is built; the distiller's own state is not yet restored).
+        state: exactly what the plugin's ``dd_state_dict`` returned (tensors on the CPU).
+
+    Returns: nothing.
+
+    Combination: each plugin gets its own state. A checkpoint holding the state of a plugin that is
+    not active (or does not implement this hook) stops the resume with an error naming the plugin.
+
+    Processes: called on every process with the same state.
+
+    .. versionadded:: 0.2
     """
 
 

@@ -29,6 +29,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("random-real", "ddcore.builtin.selection"),
     ("as-selected", "ddcore.builtin.initialize"),
     ("eval", "ddcore.builtin.evaluate"),
+    ("tm", "ddcore.tm.plugin"),
 )
 BUILTIN_NAMES = frozenset(name for name, _ in BUILTIN_PLUGINS)
 
@@ -76,7 +77,19 @@ class DDPluginManager(pluggy.PluginManager):
                 f'Plugin "{info.name}" ({info.label()}) is the same object as the active plugin '
                 f'"{self.get_name(plugin)}"; request only one of them'
             ) from exc
-        info.hooks = sorted(caller.name for caller in self.get_hookcallers(plugin) or [])
+        callers = self.get_hookcallers(plugin) or []
+        wrapped = sorted(
+            caller.name for caller in callers
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin and (impl.hookwrapper or getattr(impl, "wrapper", False))
+        )  # fmt: skip
+        if wrapped:
+            self.unregister(plugin)
+            raise PluginLoadError(
+                f'Plugin "{info.name}" ({info.label()}) implements {", ".join(wrapped)} as a hook wrapper, which ddcore '
+                "does not support (answers are combined by ddcore's rules); implement it as a plain hook"
+            )
+        info.hooks = sorted(caller.name for caller in callers)
         self.infos[info.name] = info
 
     def plugin_infos(self) -> list[PluginInfo]:

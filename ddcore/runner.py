@@ -24,7 +24,8 @@ from ddcore.context import RunContext
 from ddcore.data.base import DatasetOptions, ImageDataset
 from ddcore.data.registry import DatasetRegistry
 from ddcore.distilled import DistilledSet
-from ddcore.errors import ConfigError, DDError
+from ddcore.distillers import NONE, Distiller, DistillerRegistry, DistillSession, check_distill_hooks, resolve_distiller
+from ddcore.errors import ConfigError, DDError, PluginError, attributed_to
 from ddcore.hooks import Hooks
 from ddcore.plugins import DDPluginManager, get_plugin_manager
 from ddcore.reporting import Reporter
@@ -87,8 +88,9 @@ def validate_plugin_options(pm: DDPluginManager, sections: Mapping[str, Any]) ->
 
 
 def check_run_requirements(pm: DDPluginManager, config: RunConfig) -> None:
-    """Each active plugin's ``run_requirements`` (``{"distill": "tm"}``: top-level config keys and the
-    values the plugin needs) against the run's config; a mismatch is a one-line :class:`ConfigError`."""
+    """Each active plugin's ``run_requirements`` (``{"ipc": 1}``: top-level config keys and the values the
+    plugin needs) against the run's config; a mismatch is a one-line :class:`ConfigError`. (Which
+    distillers call a plugin's weighting hooks is checked by the distiller registry.)"""
     for info in pm.plugin_infos():
         needs = getattr(pm.get_plugin(info.name), "run_requirements", None) or {}
         for key, value in needs.items():
@@ -148,19 +150,10 @@ class Pipeline:
         plugin_options = validate_plugin_options(self.pm, self.config.plugin)
         check_run_requirements(self.pm, self.config)
         self.registry = self.hooks.register_datasets(DatasetRegistry())
-        family = self.registry.entry(self.config.dataset).presets  # unknown names fail here, before any work
-        if family and self.config.distill == "tm":
-            self.config = build_config(config, preset_family=family)
-        if self.config.distill == "tm":
-            self.config.tm.check_against(self.expert_epochs())
-            if self.config.tm.init == "correct":
-                taken = self.hooks.optional_implementers("dd_select") + self.hooks.optional_implementers("dd_initialize")
-                if taken:
-                    raise ConfigError(
-                        f"tm.init = 'correct' builds the initial set itself, but {', '.join(sorted(set(taken)))} "
-                        "answer dd_select/dd_initialize; use tm.init = 'selected' or drop the plugin"
-                    )
-        self._experts = None
+        entry = self.registry.entry(self.config.dataset)  # unknown names fail here, before any work
+        self.distillers = self.hooks.register_distillers(DistillerRegistry())
+        self.distiller_entry = resolve_distiller(self.config, self.distillers, entry.presets or entry.name)
+        self.partly_called = check_distill_hooks(self.pm, self.distillers, self.distiller_entry)
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -184,8 +177,29 @@ class Pipeline:
             reporter=reporter,
             cache_dir=Path(self.config.cache_dir) if self.config.cache_dir else default_cache_dir(),
             plugin_options=plugin_options,
+            distill_calls=self.distiller_entry.calls,
         )
         self.stages = StageRecorder()
+        with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
+            self.distiller = self.distiller_entry.factory(self.ctx, self.config.distill_options)
+        if not isinstance(self.distiller, Distiller):
+            raise PluginError(
+                f'distiller "{self.distiller_entry.name}": the factory returned {type(self.distiller).__name__}, '
+                "expected a ddcore.Distiller", plugin=self.distiller_entry.plugin,
+            )  # fmt: skip
+        if self.distiller.replaces_selection:
+            taken = self.hooks.optional_implementers("dd_select") + self.hooks.optional_implementers("dd_initialize")
+            if taken:
+                reason = self.distiller.replaces_selection
+                who = reason if isinstance(reason, str) else f"distiller '{self.distiller_entry.name}'"
+                raise ConfigError(
+                    f"{who} builds the initial set itself, but {', '.join(sorted(set(taken)))} answer "
+                    "dd_select/dd_initialize; change that option or drop the plugin"
+                )
+        for plugin, hooks in self.partly_called.items():
+            reporter.info(f"plugin '{plugin}': distiller '{self.distiller_entry.name}' never calls {', '.join(hooks)}")
+        self.ctx.record("distiller", {"name": self.distiller_entry.name, "plugin": self.distiller_entry.plugin,
+                                      "calls": list(self.distiller_entry.calls), "not_called": self.partly_called})  # fmt: skip
 
     def _out_dir(self) -> Path:
         """The main process decides and creates the run directory; the others learn its path."""
@@ -257,34 +271,32 @@ class Pipeline:
         self.ctx.model_spec = self.model_spec()
         return dataset
 
-    def initial_set(self) -> DistilledSet:
-        """``dd_select`` then ``dd_initialize``; a resumed run reloads the initial set it saved instead."""
+    def session(self) -> DistillSession:
+        """The services the distiller gets: checkpoints (resumed from the newest), periodic evaluation, artifacts."""
+        ctx = self.ctx
+        checkpoints = ctx.out_dir / artifacts.CHECKPOINT_DIR if ctx.out_dir is not None else None
+        session = DistillSession(ctx, self.distiller_entry.name, checkpoints, self.periodic_evaluation, self.stages.stage)
+        session.load_latest()
+        return session
+
+    def initial_set(self, session: DistillSession) -> DistilledSet:
+        """The distiller's own initial set, else ``dd_select`` then ``dd_initialize``; a resumed run reloads
+        the initial set it saved instead."""
         ctx = self.ctx
         saved = ctx.out_dir / artifacts.CHECKPOINT_DIR / artifacts.INITIAL_FILE if ctx.out_dir else None
         if saved is not None and saved.exists():
             ctx.reporter.info(f"resuming: initial set from {saved}")
             return DistilledSet.load(saved)
-        if self.config.distill == "tm" and self.config.tm.init == "correct":
-            from ddcore.tm_init import correct_initialization
-
-            experts = self.expert_buffer()
-            with self.stages.stage("initialize"):
-                distilled = correct_initialization(
-                    ctx, ctx.dataset, experts, self.model_spec(), self.config.ipc, self.config.tm.lr_teacher
-                )
-        else:
+        with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
+            distilled = self.distiller.initial_set(session)
+        if distilled is None:
             with self.stages.stage("select"):
                 selection = self.hooks.select(ctx, ctx.dataset, self.config.ipc)
             with self.stages.stage("initialize"):
                 distilled = self.hooks.initialize(ctx, selection)
-        if saved is not None and self.config.distill != "none" and ctx.is_main_process:
+        if saved is not None and self.config.distill != NONE and ctx.is_main_process:
             distilled.save(saved)
         return distilled
-
-    def expert_epochs(self) -> int:
-        """Epochs per expert: ``experts.epochs``, or just what the ``[tm]`` window needs."""
-        tm = self.config.tm
-        return self.config.experts.epochs or tm.max_start_epoch + tm.expert_epochs
 
     def model_spec(self):
         """The network of the experts, the matcher and the evaluator (the resolved ``[eval]`` model)."""
@@ -292,60 +304,37 @@ class Pipeline:
 
         return resolve_eval(self.config.eval, self.ctx.dataset).model
 
-    def expert_buffer(self):
-        """The run's expert trajectories, trained (sharded, cached) on first use."""
-        if self._experts is None:
-            from ddcore.experts import ensure_experts, recipe_for_dataset
-
-            config, spec, experts = self.config, self.model_spec(), self.config.experts
-            recipe = recipe_for_dataset(
-                self.ctx.dataset, experts.num, self.expert_epochs(),
-                model=spec.name, width=spec.width, depth=spec.depth, norm=spec.norm, seed=config.seed,
-                augment=experts.augment, lr=experts.lr, momentum=experts.momentum,
-                weight_decay=experts.weight_decay, batch_size=experts.batch_size,
-            )  # fmt: skip
-            with self.stages.stage("experts"):
-                self._experts = ensure_experts(self.ctx, self.ctx.dataset, recipe, data_root=config.data_root or None)
-            self.ctx.experts = self._experts
-        return self._experts
-
-    def periodic_evaluation(self, distilled: DistilledSet) -> float:
-        """Mean test accuracy of ``tm.eval_runs`` networks trained with the ``[eval]`` recipe (tm.eval_every)."""
+    def periodic_evaluation(self, distilled: DistilledSet, runs: int = 1) -> float:
+        """Mean test accuracy of ``runs`` networks trained with the ``[eval]`` recipe (a distiller's periodic check)."""
         from ddcore.builtin.evaluate import evaluate_once
         from ddcore.presets import resolve_eval
 
         settings = resolve_eval(self.config.eval, self.ctx.dataset)
-        runs = self.config.tm.eval_runs
         return sum(evaluate_once(self.ctx, settings, distilled, "distilled", r) for r in range(runs)) / runs
 
-    def distill_by_matching(self, initial: DistilledSet) -> DistilledSet:
-        """``distill = "tm"``: make sure the experts exist (cached), then match their trajectories."""
-        from ddcore.tm import distill_tm, latest_checkpoint
-
-        ctx, config = self.ctx, self.config
-        spec = self.model_spec()
-        buffer = self.expert_buffer()
-        checkpoints = None
-        resume = None
-        if ctx.out_dir is not None:
-            checkpoints = ctx.out_dir / artifacts.CHECKPOINT_DIR
-            resume = latest_checkpoint(checkpoints)
-            if resume is not None:
-                ctx.reporter.info(f"resuming trajectory matching at iteration {resume['iteration']}")
-        with self.stages.stage("distill"):
-            distilled, log = distill_tm(ctx, initial, buffer, spec, config.tm, checkpoints, resume, self.periodic_evaluation)
-        last = log[-10:]
-        ctx.record("tm", {
-            "model": spec.__dict__, "iterations": len(log), "skipped": sum(row["skipped"] for row in log),
-            "first_loss": log[0]["loss"], "last_loss_mean10": sum(row["loss"] for row in last) / len(last),
-            "syn_lr": distilled.lr,
-        })  # fmt: skip
-        ctx.stash["tm_log"] = log
+    def distill(self, initial: DistilledSet, session: DistillSession) -> DistilledSet:
+        """Run the chosen distiller; its errors name its plugin."""
+        if self.config.distill == NONE:
+            return initial
+        with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
+            distilled = self.distiller.distill(initial, session)
+        if not isinstance(distilled, DistilledSet):
+            raise PluginError(
+                f'distiller "{self.distiller_entry.name}" returned {type(distilled).__name__}, expected a ddcore.DistilledSet',
+                plugin=self.distiller_entry.plugin,
+            )
+        try:
+            distilled.validate()
+        except ValueError as exc:
+            raise PluginError(f'distiller "{self.distiller_entry.name}" returned an invalid set: {exc}',
+                              plugin=self.distiller_entry.plugin) from exc  # fmt: skip
         return distilled
 
     def execute(self) -> RunResult:
         ctx, hooks, reporter = self.ctx, self.hooks, self.ctx.reporter
         dataset = self.build_dataset()  # checks ipc against the class sizes before anything is written
+        with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
+            self.distiller.check()
         if self.write:
             ctx.out_dir = self._out_dir()
             if ctx.is_main_process:
@@ -356,13 +345,13 @@ class Pipeline:
                 f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
                 f"{dataset.num_classes} classes, {dataset.image_shape}"
             )
-            distilled = self.initial_set()
+            session = self.session()
+            distilled = self.initial_set(session)
             reporter.info(
                 f"selected by {distilled.meta.get('selected_by')}, initialised by {distilled.meta.get('initialized_by')}: "
                 f"{distilled.images.shape[0]} images"
             )
-            if self.config.distill == "tm":
-                distilled = self.distill_by_matching(distilled)
+            distilled = self.distill(distilled, session)
             with self.stages.stage("evaluate"):
                 metrics = hooks.evaluate(ctx, distilled)
             if ctx.out_dir is not None and ctx.is_main_process:
@@ -370,8 +359,8 @@ class Pipeline:
                     distilled.save(ctx.out_dir / artifacts.DISTILLED_FILE)
                     artifacts.save_grid(distilled, ctx.out_dir / artifacts.GRID_FILE)
                     artifacts.save_metrics(ctx.out_dir / artifacts.METRICS_FILE, metrics)
-                    if "tm_log" in ctx.stash:
-                        write_json(ctx.out_dir / artifacts.TM_LOG_FILE, ctx.stash["tm_log"])
+                    for file_name, value in session.artifacts.items():
+                        write_json(ctx.out_dir / file_name, value)
             manifest = self._write_manifest("complete")
         except BaseException as exc:
             self._write_manifest("failed", f"{type(exc).__name__}: {exc}")

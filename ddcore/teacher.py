@@ -31,7 +31,7 @@ from ddcore.atomic import torch_save
 from ddcore.context import RunContext, derive_seed
 from ddcore.data.base import ImageDataset
 from ddcore.errors import ConfigError, DDError
-from ddcore.experts import ExpertBuffer, ExpertRecipe, cache_key, dataset_identity, resolve_augment
+from ddcore.tm.experts import ExpertBuffer, ExpertRecipe, cache_key, dataset_identity, resolve_augment
 from ddcore.models import ModelSpec, build_model
 from ddcore.training import TrainRecipe, accuracy_on, fork_devices, train_network
 

@@ -89,17 +89,27 @@ def test_plugin_option_dataclass_validation():
         from_mapping(ToyOptions, {"bta": 1}, prefix="plugin.toy.")
 
 
-def test_tm_presets_fill_unset_keys_and_explicit_keys_win():
-    config = build_config({"distill": "tm", "ipc": 1, "tm": {"iterations": 7}})
-    assert config.tm.preset == "digits-ipc1" and config.tm.iterations == 7 and config.tm.syn_steps == 10
-    spec = build_config({"distill": "tm", "dataset": "imagefolder", "ipc": 10})
-    assert spec.tm.preset == "spec-ipc10" and spec.tm.syn_steps == 40 and spec.tm.lr_img == 1e3
-    assert build_config({"distill": "tm", "tm": {"preset": "none"}}).tm.iterations == 200
-    assert build_config({"distill": "none"}).tm.preset == "none"  # selection-only runs take no preset
-    again = build_config(build_config({"distill": "tm", "ipc": 50}))  # a resolved config stays the same
-    assert again.tm == build_config({"distill": "tm", "ipc": 50}).tm
+def tm_options(config, tmp_path):
+    """The resolved ``[tm]`` options of a run config (the distiller registry applies the preset)."""
+    from ddcore.runner import Pipeline
+
+    return Pipeline({"cache_dir": str(tmp_path), **config}, write=False).config.distill_options
+
+
+def test_tm_presets_fill_unset_keys_and_explicit_keys_win(tmp_path):
+    config = tm_options({"distill": "tm", "ipc": 1, "tm": {"iterations": 7}}, tmp_path)
+    assert config.preset == "digits-ipc1" and config.iterations == 7 and config.syn_steps == 10
+    spec = tm_options({"distill": "tm", "dataset": "imagefolder", "ipc": 10, "data_root": str(tmp_path)}, tmp_path)
+    assert spec.preset == "spec-ipc10" and spec.syn_steps == 40 and spec.lr_img == 1e3
+    assert tm_options({"distill": "tm", "tm": {"preset": "none", "max_start_epoch": 4}}, tmp_path).iterations == 200
+    assert build_config({"distill": "none"}).distill_options is None  # selection-only runs take no options
+    from ddcore.runner import Pipeline
+
+    first = Pipeline({"distill": "tm", "ipc": 50, "cache_dir": str(tmp_path)}, write=False).config
+    again = Pipeline(first.to_dict(), write=False).config  # a resolved config stays the same
+    assert again.distill_options == first.distill_options and again.to_dict() == first.to_dict()
     with pytest.raises(ConfigError, match=r"config key 'tm.preset': unknown preset 'fast'"):
-        build_config({"distill": "tm", "tm": {"preset": "fast"}})
+        tm_options({"distill": "tm", "tm": {"preset": "fast"}}, tmp_path)
 
 
 def test_a_dataset_registered_with_a_preset_family_gets_its_presets(tmp_path):
@@ -117,7 +127,7 @@ def test_a_dataset_registered_with_a_preset_family_gets_its_presets(tmp_path):
             register("small/other", load_digits_dataset)
 
     base = {"distill": "tm", "ipc": 1, "cache_dir": str(tmp_path)}
-    family = Pipeline({**base, "dataset": "small/digits", "tm": {"syn_steps": 7}}, [SmallDigits()], write=False).config.tm
+    family = Pipeline({**base, "dataset": "small/digits", "tm": {"syn_steps": 7}}, [SmallDigits()], write=False).config.distill_options
     assert family.preset == "digits-ipc1" and family.iterations == 200 and family.syn_steps == 7
-    other = Pipeline({**base, "dataset": "small/other"}, [SmallDigits()], write=False).config.tm
+    other = Pipeline({**base, "dataset": "small/other"}, [SmallDigits()], write=False).config.distill_options
     assert other.preset == "spec-ipc1" and other.iterations == 10000

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ddcore import experts as ex
+from ddcore.tm import experts as ex
 from ddcore.data.base import ImageDataset, TensorSplit
 from ddcore.errors import ConfigError, DDError
-from ddcore.experts import ExpertBuffer, ExpertRecipe, cache_key, dataset_identity, ensure_experts, train_expert
+from ddcore.tm.experts import ExpertBuffer, ExpertRecipe, cache_key, dataset_identity, ensure_experts, train_expert
 from ddcore.models import ModelSpec, build_model
 
 SPEC = ModelSpec(width=4, depth=3)

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ddcore.flatparams import flatten_params, param_shapes_of, unflatten_params
-from ddcore.matching import matching_step, matching_terms, minibatch_order, unroll, weighted_matching_loss
+from ddcore.tm.flatparams import flatten_params, param_shapes_of, unflatten_params
+from ddcore.tm.matching import matching_step, matching_terms, minibatch_order, unroll, weighted_matching_loss
 
 
 def tiny_model() -> nn.Module:

@@ -52,7 +52,7 @@ def test_a_corrupt_teacher_file_is_retrained(dd_context):
 
 
 def test_run_classifier_is_the_final_snapshot_of_expert_0(dd_context):
-    from ddcore.experts import ensure_experts, recipe_for_dataset
+    from ddcore.tm.experts import ensure_experts, recipe_for_dataset
 
     ctx = dd_context()
     recipe = recipe_for_dataset(ctx.dataset, 1, 2, width=8, depth=3)

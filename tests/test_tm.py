@@ -7,10 +7,11 @@ import torch
 
 from ddcore import DistilledSet, hookimpl
 from ddcore.errors import ConfigError, DDError
-from ddcore.flatparams import flatten_params, param_shapes_of
+from ddcore.tm.flatparams import flatten_params, param_shapes_of
 from ddcore.models import ModelSpec, build_model
 from ddcore.runner import Pipeline
-from ddcore.tm import TMConfig, distill_tm
+from ddcore.tm.config import TMConfig
+from ddcore.tm.loop import distill_tm
 from ddcore.training import TrainRecipe, tensor_batches, train_network
 
 SPEC = ModelSpec(width=4)
@@ -62,7 +63,7 @@ def buffer():
 
 
 def setup(plugin=None, **tm):
-    pipeline = Pipeline({"ipc": 1, "workers": 0, "eval": {"runs": 0}}, [plugin] if plugin else [], write=False)
+    pipeline = Pipeline({"ipc": 1, "workers": 0, "distill": "tm", "eval": {"runs": 0}}, [plugin] if plugin else [], write=False)
     dataset = pipeline.build_dataset()
     images, labels = dataset.load("train", dataset.indices_by_class("train")[0][:1] + dataset.indices_by_class("train")[1][:1])
     initial = DistilledSet(images, labels, dataset.class_names, dataset.mean, dataset.std)

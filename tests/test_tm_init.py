@@ -1,4 +1,4 @@
-"""EDF's "samples predicted correctly" initialisation (ddcore.tm_init) on hand-made experts.
+"""EDF's "samples predicted correctly" initialisation (ddcore.tm.correct_init) on hand-made experts.
 
 The network is ``Flatten -> Linear(4, 3, bias=False)`` on 1x2x2 images, so with the "identity" expert
 ``W = [I | 0]`` an image's logits are its first three pixels; pixel 3 holds the image's position in
@@ -18,9 +18,9 @@ from ddcore.context import derive_seed
 from ddcore.data.base import ImageDataset, TensorSplit
 from ddcore.distilled import DistilledSet
 from ddcore.errors import ConfigError, DDError
-from ddcore.flatparams import flatten_params, param_shapes_of, unflatten_params
+from ddcore.tm.flatparams import flatten_params, param_shapes_of, unflatten_params
 from ddcore.models import ModelSpec, build_model
-from ddcore.tm_init import (
+from ddcore.tm.correct_init import (
     correct_initialization,
     expert_logits,
     final_snapshots,

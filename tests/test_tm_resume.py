@@ -11,7 +11,7 @@ from core_support import assert_cli_error
 from ddcore import hookimpl
 from ddcore.errors import PluginCrash
 from ddcore.runner import resume_run, run
-from ddcore.tm import checkpoint_paths
+from ddcore.distillers import checkpoint_paths
 
 
 class Interrupt(Exception):
@@ -53,14 +53,14 @@ def test_resume_ends_with_the_same_distilled_set(uninterrupted):
         run(config(tmp_path, "cut"), [Crasher(at=3)])
     cut = tmp_path / "cut"
     assert json.loads((cut / "manifest.json").read_text())["status"] == "failed"
-    assert [p.name for p in checkpoint_paths(cut / "checkpoints")] == ["tm-00000002.pt"]
+    assert [p.name for p in checkpoint_paths(cut / "checkpoints", "tm")] == ["tm-00000002.pt"]
     assert (cut / "checkpoints" / "initial.pt").exists() and not (cut / "distilled.pt").exists()
     resumed = resume_run(cut)
     assert torch.equal(resumed.distilled.images, whole.distilled.images)
     assert resumed.distilled.lr == whole.distilled.lr
     assert resumed.metrics == whole.metrics
     assert json.loads((cut / "tm_log.json").read_text()) == json.loads((whole.out_dir / "tm_log.json").read_text())
-    assert [p.name for p in checkpoint_paths(cut / "checkpoints")] == ["tm-00000006.pt", "tm-00000004.pt"]
+    assert [p.name for p in checkpoint_paths(cut / "checkpoints", "tm")] == ["tm-00000006.pt", "tm-00000004.pt"]
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(uninterrupted):
@@ -68,7 +68,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(uninterrupted):
     with pytest.raises(PluginCrash):
         run(config(tmp_path, "damaged"), [Crasher(at=5)])
     folder = tmp_path / "damaged" / "checkpoints"
-    newest, previous = checkpoint_paths(folder)
+    newest, previous = checkpoint_paths(folder, "tm")
     assert (newest.name, previous.name) == ("tm-00000004.pt", "tm-00000002.pt")
     newest.write_bytes(newest.read_bytes()[:100])  # truncated, as by a full disk
     resumed = resume_run(tmp_path / "damaged")

@@ -15,7 +15,7 @@ import torch
 
 from ddcore import DistilledSet, PluginError, Selection
 from ddcore.atomic import write_json
-from ddcore.experts import dataset_identity
+from ddcore.tm.experts import dataset_identity
 from ddcore_diffsel.assemble import placement_order, stitch, unzoom, zoom
 from ddcore_diffsel.config import DiffselConfig
 from ddcore_diffsel.features import load_teacher, patch_features

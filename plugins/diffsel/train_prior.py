@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ddcore.context import RunContext, derive_seed
 from ddcore.data.base import ImageDataset
 from ddcore.errors import PluginError
-from ddcore.experts import dataset_identity
+from ddcore.tm.experts import dataset_identity
 from ddcore.training import fork_devices
 from ddcore_diffsel.config import PriorTrainConfig
 from ddcore_diffsel.pixel_prior import (

@@ -1,12 +1,14 @@
 """The activation maps of the synthetic images over a run: computed every ``interval`` iterations, reused
-in between, and kept next to the trajectory-matching checkpoints so that a resumed run reuses the
-exact maps an uninterrupted one would have (``checkpoints/edf-maps-<iteration>.pt``).
+in between, and saved inside the distiller's checkpoints (ddcore's ``dd_state_dict`` hook) so that a
+resumed run reuses the exact maps and counters an uninterrupted one would have.
 
-Maps file (``torch.load(path, weights_only=True)``)::
+State (:meth:`CamMaps.state_dict`, read back with ``torch.load(path, weights_only=True)``)::
 
-    step      the iteration the maps were computed at
-    maps      [N, H, W] float32 in [0, 1]
-    targets   [N] int64, each synthetic image's dataset class
+    step       the iteration the maps were computed at (-1: none yet)
+    maps       [N, H, W] float32 in [0, 1], or None
+    targets    [N] int64, each synthetic image's dataset class, or None
+    refreshes  how many times the maps were computed
+    active     share of pixels at or above the threshold, one per refresh
 """
 
 from __future__ import annotations
@@ -18,14 +20,10 @@ import torch
 from torch import nn
 
 from ddcore import RunContext
-from ddcore.atomic import torch_save
 from ddcore.cam import default_layer_name, grad_cam, resolve_layer
 from ddcore_edf.cam_model import IMAGENET_MEAN, IMAGENET_STD, class_map, load_cam_model, probe_classes, renormalize
 from ddcore_edf.config import EDFConfig
 from ddcore_edf.dae import last_refresh, thresholds
-
-MAPS_PREFIX = "edf-maps-"
-
 
 @dataclass
 class CamMaps:
@@ -84,50 +82,29 @@ class CamMaps:
         due = last_refresh(step, interval)
         if self.maps is not None and self.step == due:
             return self.maps
-        if due != step and self._reload(ctx, due):
-            return self.maps  # type: ignore[return-value]
-        # Due now, or resumed without the saved maps: compute from the current images, use until the next refresh.
+        # Due now (a resumed run restored the maps of its last refresh): compute, use until the next refresh.
         self.maps = self.compute(ctx, config, images, labels, due)
         self.step = due
         self.refreshes += 1
         self.active.append(float((self.maps >= thresholds(self.maps, config.act_threshold)).float().mean()))
-        self._save(ctx, interval)
         return self.maps
 
     # -- resume --------------------------------------------------------------------------------
 
-    @staticmethod
-    def folder(ctx: RunContext) -> Path | None:
-        from ddcore.artifacts import CHECKPOINT_DIR
+    def state_dict(self) -> dict:
+        """What a resumed run needs (module docstring); tensors on the CPU."""
+        return {
+            "step": self.step,
+            "maps": None if self.maps is None else self.maps.detach().cpu(),
+            "targets": None if self.targets is None else self.targets.detach().cpu(),
+            "refreshes": self.refreshes,
+            "active": list(self.active),
+        }
 
-        return ctx.out_dir / CHECKPOINT_DIR if ctx.out_dir is not None else None
-
-    def _save(self, ctx: RunContext, interval: int) -> None:
-        folder = self.folder(ctx)
-        if folder is None or not ctx.is_main_process or ctx.config.tm.checkpoint_every == 0:
-            return
-        torch_save({"step": self.step, "maps": self.maps.cpu(), "targets": self.targets.cpu()},
-                   folder / f"{MAPS_PREFIX}{self.step:08d}.pt")  # fmt: skip
-        from ddcore.tm import checkpoint_paths
-
-        # Keep the maps that the oldest kept matching checkpoint would resume with, and newer ones.
-        iterations = [int(path.stem.split("-")[1]) for path in checkpoint_paths(folder)]
-        keep_from = last_refresh(min(iterations), interval) if iterations else 0
-        for path in folder.glob(f"{MAPS_PREFIX}*.pt"):
-            number = path.stem[len(MAPS_PREFIX):]
-            if number.isdigit() and int(number) < keep_from:
-                path.unlink(missing_ok=True)
-
-    def _reload(self, ctx: RunContext, step: int) -> bool:
-        folder = self.folder(ctx)
-        path = folder / f"{MAPS_PREFIX}{step:08d}.pt" if folder is not None else None
-        if path is None or not path.exists():
-            return False
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # damaged: recompute from the current images instead
-            return False
-        self.maps = saved["maps"].to(ctx.device)
-        self.targets = saved["targets"].to(ctx.device)
-        self.step = int(saved["step"])
-        return True
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        """Restore :meth:`state_dict`'s output (maps and targets moved to ``device``)."""
+        self.step = int(state["step"])
+        self.maps = None if state["maps"] is None else state["maps"].to(device)
+        self.targets = None if state["targets"] is None else state["targets"].to(device)
+        self.refreshes = int(state["refreshes"])
+        self.active = [float(a) for a in state["active"]]

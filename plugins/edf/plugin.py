@@ -4,8 +4,12 @@
 - ``dd_supervision_weights``: CPD, dropping the lowest per-element matching losses (:mod:`.cpd`).
 - ``dd_evaluate``: EDF's own figures (CAM refreshes, share of pixels emphasised).
 
-Use it with the built-in matcher: ``dd run --plugin edf --distill tm``; ``run_requirements`` makes
-ddcore refuse a run without ``--distill tm`` before any work (EDF would silently do nothing there).
+- ``dd_state_dict`` / ``dd_load_state_dict``: the maps in use and the refresh counters, saved inside the
+  distiller's checkpoints so that ``--resume`` continues exactly.
+
+Use it with a distiller that calls its hooks: ``dd run --plugin edf --distill tm`` (both hooks), or a
+distiller that calls only ``dd_pixel_weights`` (DAE applies, CPD is recorded as not applied). ddcore
+refuses a run whose distiller calls neither (``--distill none``) before any work.
 Options go in ``[plugin.edf]`` (:class:`~ddcore_edf.config.EDFConfig`).
 """
 
@@ -22,8 +26,6 @@ from ddcore_edf.maps import CamMaps
 PLUGIN_NAME = "edf"
 name = PLUGIN_NAME
 config_class = EDFConfig
-#: Checked by ddcore right after the options: without trajectory matching no hook of EDF is ever called.
-run_requirements = {"distill": "tm"}
 
 
 def _options(ctx: RunContext) -> EDFConfig:
@@ -31,13 +33,17 @@ def _options(ctx: RunContext) -> EDFConfig:
     if "edf_options" not in ctx.stash:
         options = ctx.plugin_config(PLUGIN_NAME).resolved(ctx.config.ipc)
         ctx.stash["edf_options"] = options
-        ctx.record("edf", {"options": options.to_dict()})
+        applied = {"dae": options.dae and "dd_pixel_weights" in ctx.distill_calls,
+                   "cpd": options.cpd and "dd_supervision_weights" in ctx.distill_calls}  # fmt: skip
+        ctx.record("edf", {"options": options.to_dict(), "applied": applied})
     return ctx.stash["edf_options"]
 
 
 def _maps(ctx: RunContext, options: EDFConfig) -> CamMaps:
     if "edf_maps" not in ctx.stash:
         maps = CamMaps.build(ctx, options)
+        if "edf_resumed" in ctx.stash:
+            maps.load_state_dict(ctx.stash.pop("edf_resumed"), ctx.device)
         ctx.stash["edf_maps"] = maps
         ctx.records["edf"]["cam"] = {"model": options.cam_model, "layer": maps.layer_name,
                                      "class_index": maps.classes.tolist(), "method": options.cam_method}  # fmt: skip
@@ -64,6 +70,23 @@ def dd_supervision_weights(ctx: RunContext, losses: torch.Tensor, distances: tor
     if not options.cpd or drop_count(losses.shape[0], options.alpha) == 0:
         return None
     return cpd_weights(losses, options.alpha)
+
+
+@hookimpl
+def dd_state_dict(ctx: RunContext) -> dict | None:
+    """The maps in use and the counters (:meth:`CamMaps.state_dict`); abstains before the first refresh."""
+    maps: CamMaps | None = ctx.stash.get("edf_maps")
+    return None if maps is None else maps.state_dict()
+
+
+@hookimpl
+def dd_load_state_dict(ctx: RunContext, state: dict) -> None:
+    """Kept until the CAM model is built (lazily, at the first DAE call), then restored into it."""
+    maps: CamMaps | None = ctx.stash.get("edf_maps")
+    if maps is not None:
+        maps.load_state_dict(state, ctx.device)
+    else:
+        ctx.stash["edf_resumed"] = state
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from ddcore.runner import Pipeline
 @pytest.mark.parametrize("level", ["easy", "hard"])
 def test_the_miniature_gets_the_digits_presets(dd_context, tmp_path, level):
     config = {"dataset": f"compdd/mini-{level}", "distill": "tm", "ipc": 1, "cache_dir": str(tmp_path)}
-    tm = Pipeline(config, ["compdd"], write=False).config.tm
+    tm = Pipeline(config, ["compdd"], write=False).config.distill_options
     assert tm.preset == "digits-ipc1" and tm.iterations == 200  # not spec-ipc1's 10000
     ctx = dd_context(["compdd"], dataset=f"compdd/mini-{level}", eval={"width": 0})  # 0: the preset decides
     assert ctx.dataset.extra["presets"] == "digits"

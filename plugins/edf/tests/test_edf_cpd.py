@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ddcore.matching import weighted_matching_loss
+from ddcore.tm.matching import weighted_matching_loss
 from ddcore_edf.cpd import cpd_loss, cpd_weights, drop_count
 
 

@@ -72,21 +72,27 @@ def test_switches_and_cpd_weights(edf_context, synthetic):
     assert plugin.dd_pixel_weights(off, images, labels, 0) is None and "edf_maps" not in off.stash
 
 
-def test_resumed_run_reuses_the_saved_maps(edf_context, synthetic, tmp_path, monkeypatch):
-    first = edf_context(interval=4, cam_method="gradcam", tm={"checkpoint_every": 1})
-    first.out_dir = tmp_path
+def test_resumed_run_reuses_the_saved_maps_and_counters(edf_context, synthetic, monkeypatch):
+    """The state EDF puts into a checkpoint (dd_state_dict) restores the maps in use and the counters."""
+    first = edf_context(interval=4, cam_method="gradcam")
     images, labels = synthetic(first)
     at_zero = plugin.dd_pixel_weights(first, images, labels, 0)
-    assert (tmp_path / "checkpoints" / "edf-maps-00000000.pt").is_file()
+    state = plugin.dd_state_dict(first)
+    assert state["step"] == 0 and state["refreshes"] == 1 and len(state["active"]) == 1
+    assert torch.equal(state["maps"], first.stash["edf_maps"].maps.cpu())
 
     resumed = edf_context(interval=4, cam_method="gradcam")
-    resumed.out_dir = tmp_path
+    assert plugin.dd_state_dict(resumed) is None  # nothing to save before the first refresh
+    plugin.dd_load_state_dict(resumed, state)
     monkeypatch.setattr(ddcore_edf.maps.CamMaps, "compute", lambda *a: pytest.fail("recomputed instead of reloaded"))
     assert torch.equal(plugin.dd_pixel_weights(resumed, images + 1.0, labels, 2), at_zero)
+    metrics = plugin.dd_evaluate(resumed, None)
+    assert metrics == {"cam_refreshes": 1, "active_fraction": state["active"][0]}
 
 
-def test_edf_without_trajectory_matching_is_refused_before_any_work(dd_context):
-    with pytest.raises(ConfigError, match="plugin 'edf' needs distill = 'tm', but the run has distill = 'none'; pass --distill tm"):
+def test_edf_without_a_distiller_that_calls_it_is_refused_before_any_work(dd_context):
+    with pytest.raises(ConfigError, match="plugin 'edf' answers dd_pixel_weights, dd_supervision_weights, which "
+                                          "distiller 'none' never calls; distillers that call them: tm"):
         dd_context(plugins=["edf"])
 
 

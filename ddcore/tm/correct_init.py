@@ -17,7 +17,7 @@ The recipe (``/work/shared/spec/edf.md``, "Initialisation used by EDF"):
 :class:`~ddcore.distilled.DistilledSet`.
 
 Experts are given as a buffer (anything with ``__len__``, ``trajectory(i) -> [E+1, P]`` and
-``param_shapes``, such as :class:`~ddcore.experts.ExpertBuffer`), as a ``[n, P]`` tensor of final
+``param_shapes``, such as :class:`~ddcore.tm.experts.ExpertBuffer`), as a ``[n, P]`` tensor of final
 snapshots, or as a list of ``[P]`` vectors. The network is a :class:`~ddcore.models.ModelSpec` (built
 for the dataset) or any ``nn.Module`` whose ``named_parameters()`` match the flat vectors; it is run
 with :func:`torch.func.functional_call` in whatever mode it is in (built models are in train mode, as
@@ -35,7 +35,7 @@ from torch.func import functional_call
 
 from ddcore.distilled import DistilledSet, Selection
 from ddcore.errors import ConfigError, DDError
-from ddcore.flatparams import ParamShapes, num_params, param_shapes_of, unflatten_params
+from ddcore.tm.flatparams import ParamShapes, num_params, param_shapes_of, unflatten_params
 from ddcore.models import ModelSpec, build_model
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The built-in trajectory-matching distiller (``distill = "tm"``): the outer loop around :mod:`ddcore.matching`.
+"""The outer loop of the built-in trajectory-matching distiller (``distill = "tm"``) around :mod:`ddcore.tm.matching`.
 
 State: synthetic images ``X [N, C, H, W]``, labels ``Y`` (hard ``[N]``, or learnable soft logits
 ``[N, K]``), a learnable scalar ``syn_lr``. Every iteration picks an expert and a start epoch in the
@@ -12,24 +12,22 @@ Options live in the ``[tm]`` table of the run config (:class:`TMConfig`).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import torch
 
-from ddcore.atomic import torch_save
-from ddcore.config import TMConfig
 from ddcore.distilled import DistilledSet
 from ddcore.errors import ConfigError, DDError
-from ddcore.matching import matching_step, minibatch_order, start_epoch_upper_bound
 from ddcore.models import build_model
+from ddcore.tm.config import TMConfig
+from ddcore.tm.matching import matching_step, minibatch_order, start_epoch_upper_bound
 
 if TYPE_CHECKING:
     from ddcore.context import RunContext
+    from ddcore.distillers import DistillSession
     from ddcore.models import ModelSpec
 
-CHECKPOINT_FORMAT = 1
-CHECKPOINTS_KEPT = 2
+STATE_FORMAT = 1
 
 
 class Trajectories(Protocol):
@@ -177,7 +175,7 @@ class TrajectoryMatcher:
         else:
             streams = [streams]
         return {
-            "format": CHECKPOINT_FORMAT,
+            "format": STATE_FORMAT,
             "iteration": self.iteration,
             "images": self.images.detach().cpu(),
             "labels": self.labels.detach().cpu(),
@@ -209,53 +207,26 @@ class TrajectoryMatcher:
         self.best = state.get("best")
 
 
-def checkpoint_paths(folder: Path) -> list[Path]:
-    """``tm-<iteration>.pt`` files in ``folder``, newest first."""
-    found = [(int(p.stem.split("-")[1]), p) for p in folder.glob("tm-*.pt") if p.stem.split("-")[1].isdigit()]
-    return [path for _, path in sorted(found, reverse=True)]
-
-
-def save_checkpoint(folder: Path, state: dict) -> Path:
-    """Write ``tm-<iteration>.pt`` atomically and keep only the newest :data:`CHECKPOINTS_KEPT`."""
-    path = folder / f"tm-{state['iteration']:08d}.pt"
-    torch_save(state, path)
-    for old in checkpoint_paths(folder)[CHECKPOINTS_KEPT:]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def latest_checkpoint(folder: Path) -> dict | None:
-    """The newest readable checkpoint in ``folder`` (an unreadable one is skipped), or ``None``."""
-    for path in checkpoint_paths(folder):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged file: fall back to the previous checkpoint
-            continue
-        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-            return state
-    return None
-
-
 def distill_tm(
     ctx: "RunContext",
     initial: DistilledSet,
     experts: Trajectories,
     model_spec: "ModelSpec",
     config: TMConfig,
-    checkpoint_dir: Path | None = None,
-    resume: dict | None = None,
+    session: "DistillSession | None" = None,
     evaluate: Callable[[DistilledSet], float] | None = None,
 ) -> tuple[DistilledSet, list[dict]]:
     """Refine ``initial`` by trajectory matching; returns the distilled set and one log row per iteration.
 
-    With ``checkpoint_dir``, the main process writes a checkpoint every ``tm.checkpoint_every``
-    iterations and at the end; ``resume`` (a checkpoint's state) continues from it. With
-    ``tm.eval_every`` and ``evaluate`` (distilled set -> accuracy), the set is evaluated every so many
-    iterations and at the end, and the best one is returned.
+    With a ``session``, a checkpoint is saved every ``tm.checkpoint_every`` iterations and at the end
+    (:meth:`~ddcore.distillers.DistillSession.save_checkpoint`, with every plugin's state), and the
+    session's ``resume_state`` (the newest checkpoint's) is continued from. With ``tm.eval_every`` and
+    ``evaluate`` (distilled set -> accuracy), the set is evaluated every so many iterations and at the
+    end, and the best one is returned.
     """
     matcher = TrajectoryMatcher(ctx, initial, experts, model_spec, config)
-    if resume is not None:
-        matcher.load_state_dict(resume)
+    if session is not None and session.resume_state is not None:
+        matcher.load_state_dict(session.resume_state)
     every = config.checkpoint_every
     with ctx.reporter.progress("trajectory matching", total=config.iterations) as advance:
         advance(matcher.iteration)
@@ -264,9 +235,7 @@ def distill_tm(
             done = matcher.iteration
             if evaluate is not None and config.eval_every and (done % config.eval_every == 0 or done == config.iterations):
                 matcher.consider(evaluate(matcher.current()))
-            if checkpoint_dir is not None and every and (done % every == 0 or done == config.iterations):
-                state = matcher.state_dict()
-                if ctx.is_main_process:
-                    save_checkpoint(checkpoint_dir, state)
+            if session is not None and every and (done % every == 0 or done == config.iterations):
+                session.save_checkpoint(done, matcher.state_dict())
             advance(1)
     return matcher.result(), matcher.log

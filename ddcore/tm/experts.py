@@ -56,7 +56,7 @@ from ddcore.atomic import torch_save, write_json
 from ddcore.context import derive_seed
 from ddcore.data.base import ImageDataset
 from ddcore.errors import ConfigError, DDError
-from ddcore.flatparams import ParamShapes, flatten_params, num_params, param_shapes_of, unflatten_params
+from ddcore.tm.flatparams import ParamShapes, flatten_params, num_params, param_shapes_of, unflatten_params
 from ddcore.models import MODEL_NAMES, NORMS, ModelSpec, build_model
 from ddcore.training import TrainRecipe, accuracy_on, fork_devices, train_network
 

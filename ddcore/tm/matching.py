@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ddcore.flatparams import unflatten_params
+from ddcore.tm.flatparams import unflatten_params
 from ddcore.training import soft_cross_entropy
 
 ParamShapes = Sequence[tuple[str, Sequence[int]]]

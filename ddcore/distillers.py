@@ -1,0 +1,278 @@
+"""Distillers: the algorithms that turn the initial set into the distilled one, registered by name.
+
+A plugin registers a distiller through :func:`ddcore.hookspecs.dd_register_distillers`; the built-in
+trajectory matcher registers as ``tm`` through the same hook (:mod:`ddcore.tm.plugin`), and ``none``
+(selection only) is the core's default. ``distill = "NAME"`` (``--distill NAME``) picks one; its options
+live in the top-level table ``[NAME]`` of the run config, validated against the ``config_class`` it
+registered. The run pipeline calls, in order::
+
+    distiller = factory(ctx, options)          # after the plugins and the config are validated
+    distiller.check()                          # after the dataset is built, before any file is written
+    distiller.initial_set()                    # None: dd_select + dd_initialize build it (the default)
+    distiller.distill(initial, session)        # returns the distilled set
+
+:class:`DistillSession` gives a distiller its checkpoints (with every plugin's state inside,
+:func:`ddcore.hookspecs.dd_state_dict`), the periodic evaluation and the run's extra artifacts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from ddcore.errors import ConfigError, DDError, PluginError
+
+if TYPE_CHECKING:
+    from ddcore.context import RunContext
+    from ddcore.distilled import DistilledSet
+
+#: The hooks a distiller may call in its steps; a plugin implementing some of them needs a distiller that calls one.
+DISTILL_HOOKS = ("dd_pixel_weights", "dd_supervision_weights")
+NONE = "none"
+CHECKPOINT_FORMAT = 2
+CHECKPOINTS_KEPT = 2
+
+
+class Distiller:
+    """Base class of a distiller (subclass it; only :meth:`distill` is required).
+
+    Args:
+        ctx: the run context (``ctx.dataset`` is built before :meth:`check` is called).
+        options: the validated ``[NAME]`` table (an instance of the registered ``config_class``, or
+            ``None`` when the distiller registered none).
+    """
+
+    #: Truthy when :meth:`initial_set` builds the initial set itself, so that plugins answering
+    #: ``dd_select`` / ``dd_initialize`` would be ignored (the run refuses them before any work); a string
+    #: names the option responsible in that message (``"tm.init = 'correct'"``).
+    replaces_selection: bool | str = False
+
+    def __init__(self, ctx: "RunContext", options: Any) -> None:
+        self.ctx = ctx
+        self.options = options
+
+    def check(self) -> None:
+        """Refuse what cannot work, before any file is written (raise :class:`~ddcore.ConfigError`)."""
+
+    def initial_set(self, session: "DistillSession") -> "DistilledSet | None":
+        """The initial set, when the distiller builds it itself (else ``None``: selection and initialisation hooks)."""
+        return None
+
+    def distill(self, initial: "DistilledSet", session: "DistillSession") -> "DistilledSet":  # pragma: no cover
+        """Refine ``initial`` (images ``[N, C, H, W]``, labels ``[N]`` or ``[N, K]``) and return the distilled set."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DistillerEntry:
+    """One registered distiller."""
+
+    name: str
+    factory: Callable[["RunContext", Any], Distiller]
+    plugin: str
+    config_class: type | None = None
+    calls: tuple[str, ...] = ()
+    description: str = ""
+    #: ``configure(table, dataset_family, ipc) -> table``: fills defaults (presets) before validation.
+    configure: Callable[[Mapping[str, Any], str, int], Mapping[str, Any]] | None = None
+
+
+class DistillerRegistry:
+    """Distiller names -> entries, with the plugin that registered each; ``none`` is always there."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, DistillerEntry] = {
+            NONE: DistillerEntry(NONE, _no_distiller, "core", description="selection only: the initial set as it is")
+        }
+
+    def registrar(self, plugin: str) -> Callable[..., None]:
+        """The ``register(name, factory, *, config_class=None, calls=(), description="", configure=None)`` callback."""
+
+        def register(
+            name: str,
+            factory: Callable[["RunContext", Any], Distiller],
+            *,
+            config_class: type | None = None,
+            calls: Sequence[str] = (),
+            description: str = "",
+            configure: Callable[[Mapping[str, Any], str, int], Mapping[str, Any]] | None = None,
+        ) -> None:
+            if not isinstance(name, str) or not name or name != name.strip() or name != name.lower():
+                raise PluginError(f"distiller names must be non-empty lower-case strings, got {name!r}", plugin=plugin)
+            if name in self.entries:
+                other = self.entries[name].plugin
+                raise PluginError(
+                    f'distiller "{name}" is registered by both "{other}" and "{plugin}"; deactivate one of them',
+                    plugin=plugin,
+                )
+            if not callable(factory):
+                raise PluginError(f'distiller "{name}": the factory is not callable ({factory!r})', plugin=plugin)
+            unknown = [hook for hook in calls if hook not in DISTILL_HOOKS]
+            if unknown:
+                raise PluginError(
+                    f'distiller "{name}" says it calls {", ".join(unknown)}; a distiller can call {", ".join(DISTILL_HOOKS)}',
+                    plugin=plugin,
+                )
+            if config_class is not None and not hasattr(config_class, "__dataclass_fields__"):
+                raise PluginError(f'distiller "{name}": config_class must be a dataclass', plugin=plugin)
+            self.entries[name] = DistillerEntry(name, factory, plugin, config_class, tuple(calls), description, configure)
+
+        return register
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def entry(self, name: str) -> DistillerEntry:
+        """The entry for ``name``; an unknown name lists the registered ones (one-line :class:`ConfigError`)."""
+        if name not in self.entries:
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f' Did you mean "{close[0]}"?' if close else ""
+            from ddcore.plugins import installed_entry_points
+
+            plugin_hint = f"; if plugin '{name}' registers it, add --plugin {name}" if name in installed_entry_points() else ""
+            raise ConfigError(
+                f'unknown distiller "{name}" (option --distill).{hint} Registered: {", ".join(self.names())}{plugin_hint}'
+            )
+        return self.entries[name]
+
+
+def _no_distiller(ctx: "RunContext", options: Any) -> Distiller:
+    return Distiller(ctx, options)
+
+
+def resolve_distiller(config: Any, registry: DistillerRegistry, dataset_family: str) -> DistillerEntry:
+    """Validate the run's distiller tables against the registry; sets ``config.distill_options``.
+
+    Every top-level table in ``config.tables`` must belong to a registered distiller (else a one-line
+    :class:`ConfigError` naming the table). The chosen distiller's table is filled by its ``configure``
+    (presets; ``dataset_family`` is the dataset's preset family or its name) and validated into its
+    ``config_class``; the tables of other distillers are type-checked and otherwise ignored.
+    """
+    from ddcore.config import from_mapping
+
+    entry = registry.entry(config.distill)
+    for name, table in config.tables.items():
+        if name not in registry.entries or name == NONE:
+            distillers = ", ".join(n for n in registry.names() if n != NONE) or "none registered"
+            raise ConfigError(
+                f"unknown config table [{name}]: it is neither a core table nor a registered distiller's "
+                f"(distillers: {distillers})"
+            )
+        other = registry.entries[name]
+        if other.config_class is None:
+            if table:
+                raise ConfigError(f"config table [{name}]: distiller '{name}' takes no options")
+            continue
+        if name != entry.name:
+            from_mapping(other.config_class, table, prefix=f"{name}.")
+    table = dict(config.tables.get(entry.name, {}))
+    if entry.configure is not None:
+        table = dict(entry.configure(table, dataset_family, config.ipc))
+    config.distill_options = from_mapping(entry.config_class, table, prefix=f"{entry.name}.") if entry.config_class else None
+    config.tables = {}
+    return entry
+
+
+def check_distill_hooks(pm: Any, registry: DistillerRegistry, entry: DistillerEntry) -> dict[str, list[str]]:
+    """Refuse a plugin whose distillation hooks the chosen distiller never calls (before any work).
+
+    Returns ``{plugin: [hooks it implements that the distiller does not call]}`` for plugins the distiller
+    calls only in part (recorded in the manifest; such a plugin's other hooks stay silent).
+    """
+    partly: dict[str, list[str]] = {}
+    for info in pm.plugin_infos():
+        implemented = [hook for hook in DISTILL_HOOKS if hook in info.hooks]
+        if not implemented:
+            continue
+        called = [hook for hook in implemented if hook in entry.calls]
+        if not called:
+            callers = sorted(name for name, other in registry.entries.items() if any(h in other.calls for h in implemented))
+            choice = f"; distillers that call them: {', '.join(callers)} (option --distill)" if callers else ""
+            raise ConfigError(
+                f"plugin '{info.name}' answers {', '.join(implemented)}, which distiller '{entry.name}' never calls{choice}"
+            )
+        if len(called) < len(implemented):
+            partly[info.name] = [hook for hook in implemented if hook not in called]
+    return partly
+
+
+# ----------------------------------------------------------------------------------------------
+# What the pipeline hands a distiller
+# ----------------------------------------------------------------------------------------------
+
+
+def checkpoint_paths(folder: Path, name: str) -> list[Path]:
+    """``<name>-<step>.pt`` files in ``folder``, newest first."""
+    found = []
+    for path in folder.glob(f"{name}-*.pt"):
+        number = path.stem[len(name) + 1 :]
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+@dataclass
+class DistillSession:
+    """The pipeline's services for one distillation (handed to :meth:`Distiller.distill`).
+
+    Attributes:
+        name: the distiller's name (checkpoint files are ``checkpoints/<name>-<step>.pt``).
+        checkpoint_dir: where checkpoints go (``None``: an in-memory run, nothing is saved).
+        resume_state: the distiller's own state from the newest readable checkpoint (``None``: a fresh
+            start). The plugins' states saved with it are already restored (``dd_load_state_dict``).
+        evaluate: ``evaluate(distilled) -> accuracy %`` with the ``[eval]`` recipe, for periodic evaluation.
+        artifacts: ``{file name: JSON-able}`` written into the run directory after evaluation.
+    """
+
+    ctx: "RunContext"
+    name: str
+    checkpoint_dir: Path | None
+    evaluate: Callable[["DistilledSet", int], float]
+    stage: Callable[[str], AbstractContextManager] = lambda name: nullcontext()
+    resume_state: Any = None
+    resume_step: int | None = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+    def load_latest(self) -> None:
+        """Find the newest readable checkpoint; restore the plugins' states and keep the distiller's."""
+        if self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
+            return
+        import torch
+
+        for path in checkpoint_paths(self.checkpoint_dir, self.name):
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # a damaged file: fall back to the previous checkpoint
+                continue
+            if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT or saved.get("distiller") != self.name:
+                continue
+            self.ctx.hooks.load_state_dicts(self.ctx, saved.get("plugins") or {})
+            self.resume_state, self.resume_step = saved["state"], int(saved["step"])
+            return
+
+    def save_checkpoint(self, step: int, state: Any) -> Path | None:
+        """Save ``state`` with every plugin's state as ``<name>-<step>.pt`` (atomic; the newest two are kept).
+
+        Call it on every process (a distiller's state may be gathered across them); the main process writes.
+        ``state`` must load with ``torch.load(weights_only=True)``: tensors, numbers, strings, lists, dicts.
+        """
+        plugins = self.ctx.hooks.state_dicts(self.ctx)
+        if self.checkpoint_dir is None or not self.ctx.is_main_process:
+            return None
+        from ddcore.atomic import torch_save
+
+        path = self.checkpoint_dir / f"{self.name}-{step:08d}.pt"
+        torch_save({"format": CHECKPOINT_FORMAT, "distiller": self.name, "step": step, "state": state,
+                    "plugins": plugins}, path)  # fmt: skip
+        for old in checkpoint_paths(self.checkpoint_dir, self.name)[CHECKPOINTS_KEPT:]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def add_artifact(self, file_name: str, value: Any) -> None:
+        """A JSON file for the run directory (``tm_log.json``), written by the main process after evaluation."""
+        if "/" in file_name or not file_name.endswith(".json"):
+            raise DDError(f"artifact names are plain '*.json' file names, got {file_name!r}")
+        self.artifacts[file_name] = value

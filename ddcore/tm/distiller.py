@@ -1,0 +1,106 @@
+"""``distill = "tm"``: trajectory matching (MTT/DATM family) as a registered distiller.
+
+The distiller owns everything the matcher needs around the loop of :mod:`ddcore.tm.loop`: the expert
+trajectories (trained once, cached, :mod:`ddcore.tm.experts`), EDF's "predicted correctly"
+initialisation (``tm.init = "correct"``, :mod:`ddcore.tm.correct_init`), the checks that the experts
+can serve the start window, and the run's ``tm`` record and ``tm_log.json``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ddcore.distillers import Distiller
+from ddcore.tm.config import TMConfig
+
+if TYPE_CHECKING:
+    from ddcore.context import RunContext
+    from ddcore.distilled import DistilledSet
+    from ddcore.distillers import DistillSession
+
+NAME = "tm"
+#: The weighting hooks the matcher calls in every step.
+CALLS = ("dd_pixel_weights", "dd_supervision_weights")
+
+
+def configure(table: Mapping[str, Any], family: str, ipc: int) -> dict[str, Any]:
+    """Fill the raw ``[tm]`` table from its preset (``tm.preset``, default ``auto``); explicit keys win."""
+    from ddcore.tm.presets import resolve_tm_preset
+
+    name, values = resolve_tm_preset(str(table.get("preset", "auto")), family, ipc)
+    return {**values, **table, "preset": name}
+
+
+def expert_recipe(ctx: "RunContext", epochs: int):
+    """The :class:`~ddcore.tm.experts.ExpertRecipe` of this run's experts (``[experts]`` and the run's network)."""
+    from ddcore.tm.experts import recipe_for_dataset
+
+    config, spec, experts = ctx.config, ctx.model_spec, ctx.config.experts
+    return recipe_for_dataset(
+        ctx.dataset, experts.num, epochs,
+        model=spec.name, width=spec.width, depth=spec.depth, norm=spec.norm, seed=config.seed,
+        augment=experts.augment, lr=experts.lr, momentum=experts.momentum,
+        weight_decay=experts.weight_decay, batch_size=experts.batch_size,
+    )  # fmt: skip
+
+
+class TrajectoryMatchingDistiller(Distiller):
+    """The built-in trajectory matcher; ``options`` is the resolved ``[tm]`` table (:class:`TMConfig`)."""
+
+    options: TMConfig
+
+    def __init__(self, ctx: "RunContext", options: TMConfig) -> None:
+        super().__init__(ctx, options)
+        self.replaces_selection = "tm.init = 'correct'" if options.init == "correct" else False
+        self.options.check_against(self.expert_epochs())
+        self._experts = None
+
+    def expert_epochs(self) -> int:
+        """Epochs per expert: ``experts.epochs``, or just what the ``[tm]`` window needs."""
+        return self.ctx.config.experts.epochs or self.options.max_start_epoch + self.options.expert_epochs
+
+    def expert_buffer(self, session: "DistillSession"):
+        """The run's expert trajectories, trained (sharded, cached) on first use; also ``ctx.experts``."""
+        if self._experts is None:
+            from ddcore.tm.experts import ensure_experts
+
+            ctx = self.ctx
+            with session.stage("experts"):
+                self._experts = ensure_experts(
+                    ctx, ctx.dataset, expert_recipe(ctx, self.expert_epochs()), data_root=ctx.config.data_root or None
+                )
+            ctx.experts = self._experts
+        return self._experts
+
+    def initial_set(self, session: "DistillSession") -> "DistilledSet | None":
+        if not self.replaces_selection:
+            return None
+        from ddcore.tm.correct_init import correct_initialization
+
+        ctx = self.ctx
+        experts = self.expert_buffer(session)
+        with session.stage("initialize"):
+            return correct_initialization(ctx, ctx.dataset, experts, ctx.model_spec, ctx.config.ipc, self.options.lr_teacher)
+
+    def distill(self, initial: "DistilledSet", session: "DistillSession") -> "DistilledSet":
+        from ddcore.tm.loop import distill_tm
+
+        ctx, options = self.ctx, self.options
+        buffer = self.expert_buffer(session)
+        if session.resume_state is not None:
+            ctx.reporter.info(f"resuming trajectory matching at iteration {session.resume_state['iteration']}")
+
+        def evaluate(distilled: "DistilledSet") -> float:
+            return session.evaluate(distilled, options.eval_runs)
+
+        with session.stage("distill"):
+            distilled, log = distill_tm(ctx, initial, buffer, ctx.model_spec, options, session, evaluate)
+        last = log[-10:]
+        ctx.record("tm", {
+            "model": ctx.model_spec.__dict__, "iterations": len(log), "skipped": sum(row["skipped"] for row in log),
+            "first_loss": log[0]["loss"], "last_loss_mean10": sum(row["loss"] for row in last) / len(last),
+            "syn_lr": distilled.lr,
+        })  # fmt: skip
+        session.add_artifact("tm_log.json", log)
+        return distilled
+
