@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core_support import assert_cli_error, write_plugin_file
-from ddcore import ConfigError, PluginCallError, PluginError, Selection, hookimpl
+from ddcore import ConfigError, PluginCallError, PluginError, PluginLoadError, Selection, hookimpl
 from ddcore.data.registry import DatasetRegistry
 from ddcore.hooks import Hooks, PluginCrash
 from ddcore.plugins import DDPluginManager, PluginInfo
@@ -391,8 +391,17 @@ def test_hook_wrappers_are_refused():
         def dd_evaluate(self, ctx, distilled):
             return (yield)
 
-    with pytest.raises(PluginCallError, match=r'dd_evaluate: plugin "wrapping" uses a hook wrapper'):
-        bare_hooks(Wrapper()).evaluate(fake_ctx(), distilled=None)
+    class OldStyle:
+        name = "old-wrapping"
+
+        @hookimpl(hookwrapper=True)
+        def dd_pixel_weights(self, ctx, images, labels, step):
+            yield
+
+    # Refused when the plugin is registered, before any work (not when the hook is first called).
+    for plugin, hook in ((Wrapper(), "dd_evaluate"), (OldStyle(), "dd_pixel_weights")):
+        with pytest.raises(PluginLoadError, match=rf'Plugin "{plugin.name}" .*implements {hook} as a hook wrapper'):
+            bare_hooks(plugin)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""The ``[dm]`` table: options of the ``dm`` distiller (``distill = "dm"``), named as in the DM paper and code."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from ddcore import ConfigError
+
+#: ``embed`` values: ``run`` (the run's network, ``ctx.model_spec``) or a ddcore model name
+#: (``ddcore.models.MODEL_NAMES``) built with the run's width, depth and norm.
+EmbedName = Literal["run", "convnet", "convnetd3", "convnetd4", "convnetd5", "resnet18"]
+
+
+@dataclass
+class DMConfig:
+    """``[dm]``: Distribution Matching (Zhao & Bilen, WACV 2023).
+
+    The reference (``main_DM.py``) runs 20000 iterations with ``lr_img = 1``, ``batch_real = 256``,
+    SGD momentum 0.5 and a ConvNet-128 embedding. The defaults here are sized for the embedded
+    ``digits`` on a CPU (see the README): 1000 iterations at ``lr_img = 1``... see ``DMConfig`` docs.
+
+    Attributes:
+        iterations: outer iterations; each draws a fresh randomly initialised embedding network.
+        lr_img: SGD learning rate on the synthetic images.
+        momentum: SGD momentum on the synthetic images (0.5 in the reference).
+        batch_real: real images per class per iteration (all of a class when it has fewer).
+        embed: the embedding network: ``run`` (the run's network, ``[eval]`` model), or a model name
+            built with the run's width/depth/norm; its penultimate features are matched.
+        embed_width: the embedding network's width (``0``: the run's).
+        dsa: differentiable siamese augmentation: one draw per class per iteration, applied to the
+            real and the synthetic batch alike.
+        dsa_strategy: DSA families joined by ``_`` (``ddcore.augment``).
+        checkpoint_every: save a checkpoint every so many iterations and at the end (``0``: never; no resume).
+        eval_every: evaluate the current set every so many iterations and log the accuracy (``0``: off).
+            Logged only: the final set is returned, never the best by test accuracy.
+        eval_runs: networks per periodic evaluation (the ``[eval]`` recipe).
+    """
+
+    iterations: int = 1000
+    lr_img: float = 1.0
+    momentum: float = 0.5
+    batch_real: int = 64
+    embed: EmbedName = "run"
+    embed_width: int = 0
+    dsa: bool = True
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    eval_runs: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("iterations", "batch_real", "eval_runs"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key 'dm.{key}' must be at least 1, got {getattr(self, key)}")
+        for key in ("checkpoint_every", "eval_every", "embed_width"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"config key 'dm.{key}' must be >= 0 (0 = off / the run's), got {getattr(self, key)}")
+        if not self.lr_img > 0:
+            raise ConfigError(f"config key 'dm.lr_img' must be > 0, got {self.lr_img}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"config key 'dm.momentum' must be in [0, 1), got {self.momentum}")
+        from ddcore.augment import parse_strategy
+
+        try:
+            parse_strategy(self.dsa_strategy)
+        except ValueError as exc:
+            raise ConfigError(f"config key 'dm.dsa_strategy': {exc}") from None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
