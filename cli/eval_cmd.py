@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ddcore.config import deep_merge, parse_assignment
+from ddcore.config import BASELINES, deep_merge, parse_assignment
+from ddcore.vocab import LABEL_MODES
 from ddcore_cli.run_cmd import flag_overrides
 
 
@@ -16,8 +17,8 @@ from ddcore_cli.run_cmd import flag_overrides
 @click.option("--eval-runs", type=int, help="Networks to train.")
 @click.option("--eval-epochs", type=int, help="Epochs per network.")
 @click.option("--eval-model", help="Evaluation network: convnet, convnetd3/4/5, resnet18.")
-@click.option("--labels", type=click.Choice(["auto", "hard", "soft"]))
-@click.option("--baseline", multiple=True, type=click.Choice(["random", "full"]))
+@click.option("--labels", type=click.Choice(LABEL_MODES))
+@click.option("--baseline", multiple=True, type=click.Choice(BASELINES))
 @click.option("--data-root", type=click.Path(path_type=Path), help="Where the dataset lives now, if it moved.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set eval.lr=0.02.")
 @click.option("--cpu", is_flag=True)

@@ -1,70 +1,96 @@
 """``dd experts``: train (or reuse) expert trajectories on the real data and list them.
 
-The experts land in ``<cache-dir>/experts/<key>/`` (see :mod:`ddcore.tm.experts`); a later run with the
-same dataset, model, recipe and seed reuses them, and asking for more experts trains only the new
-ones. Under ``torchrun`` the missing experts are shared out over the processes.
+The experts are exactly those ``dd run --distill tm`` wants for the same dataset and options: the
+recipe comes from :func:`ddcore.tm.distiller.resolve_expert_recipe` for the run this command describes
+(``--config``, ``--set`` and the flags below, with ``distill = "tm"``), so the epochs follow the ``[tm]``
+preset of the dataset and ``--ipc``, and the network is the ``[eval]`` one. They land in
+``<cache-dir>/experts/<key>/`` (see :mod:`ddcore.tm.experts`); a later run with the same options reuses
+them, and asking for more experts trains only the new ones. Under ``torchrun`` the missing experts are
+shared out over the processes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ddcore.vocab import AUGMENT_CHOICES, EXPERT_DEFAULTS, OPTIMIZERS, SCHEDULES
+
+#: flag -> config key; a flag that is not given leaves the key to the config file and the defaults.
+FLAG_KEYS = {
+    "dataset": "dataset", "data_root": "data_root", "image_size": "image_size", "workers": "workers", "ipc": "ipc",
+    "seed": "seed", "cache_dir": "cache_dir",
+    "num_experts": "experts.num", "epochs": "experts.epochs", "lr": "experts.lr", "momentum": "experts.momentum",
+    "weight_decay": "experts.weight_decay", "batch_size": "experts.batch_size", "augment": "experts.augment",
+    "optimizer": "experts.optimizer", "schedule": "experts.schedule",
+    "model": "eval.model", "width": "eval.width", "depth": "eval.depth", "norm": "eval.norm",
+}  # fmt: skip
+
+
+def experts_config(config_file: Path | None, sets: tuple[str, ...], **flags: Any) -> dict[str, Any]:
+    """The run config this command trains the experts of: file, then ``--set``, then flags; ``distill = "tm"``."""
+    from ddcore.config import deep_merge, parse_assignment, read_config_file
+
+    data = read_config_file(config_file) if config_file else {}
+    for assignment in sets:
+        data = deep_merge(data, parse_assignment(assignment))
+    for flag, key in FLAG_KEYS.items():
+        value = flags.get(flag)
+        if value is not None:
+            value = str(value) if isinstance(value, Path) else value
+            for part in reversed(key.split(".")):
+                value = {part: value}
+            data = deep_merge(data, value)
+    if flags.get("cpu"):
+        data["cpu"] = True
+    data["distill"] = "tm"
+    data["eval"] = {**data.get("eval", {}), "runs": 0}
+    return data
+
 
 @click.command(name="experts")
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="A run's TOML config: train the experts that run uses.")
 @click.option("--plugin", "plugins", multiple=True, metavar="NAME|FILE.py", help="Activate a plugin (for its datasets).")
-@click.option("--dataset", default="digits", show_default=True, help="Registered dataset name (see `dd datasets`).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set tm.max_start_epoch=6.")
+@click.option("--dataset", help="Registered dataset name (see `dd datasets`). Default: digits.")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Folder of the dataset (imagefolder, ...).")
 @click.option("--image-size", type=int, help="Resize images to this side (default: the dataset's own).")
 @click.option("--workers", type=int, help="Data loader worker processes (default 2).")
-@click.option("--num-experts", type=int, default=5, show_default=True, help="Experts wanted (existing ones are reused).")
-@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs per expert (one snapshot after each).")
-@click.option("--model", default="convnet", show_default=True, help="Expert network: convnet, convnetd3/4/5, resnet18.")
-@click.option("--width", type=int, default=0, show_default=True, help="ConvNet width (0: 32 for digits, else 128).")
-@click.option("--depth", type=int, default=0, show_default=True, help="ConvNet depth (0: from the image size).")
-@click.option("--norm", default="instancenorm", show_default=True, help="instancenorm, batchnorm, layernorm or none.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd", show_default=True)
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate (constant by default).")
-@click.option("--momentum", type=float, default=0.0, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant", show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option(
-    "--augment",
-    type=click.Choice(["auto", "none", "crop", "crop_flip"]),
-    default="auto",
-    show_default=True,
-    help="Training augmentation (auto: the dataset's default, crop for digits).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Expert i is seeded from (seed, i).")
+@click.option("--ipc", type=int, help="The run's images per class (default 10): picks the [tm] preset, hence the epochs.")
+@click.option("--num-experts", type=int, help=f"Experts wanted (default {EXPERT_DEFAULTS['num']}; existing ones are reused).")
+@click.option("--epochs", type=int, help="Epochs per expert (default 0: what the [tm] window needs, tm.max_start_epoch + tm.expert_epochs).")
+@click.option("--model", help="Expert network, as eval.model: auto (convnet), convnetd3/4/5, resnet18.")
+@click.option("--width", type=int, help="ConvNet width, as eval.width (default 0: 32 for digits, else 128).")
+@click.option("--depth", type=int, help="ConvNet depth, as eval.depth.")
+@click.option("--norm", help="As eval.norm: instancenorm, batchnorm, layernorm or none.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help=f"Default {EXPERT_DEFAULTS['optimizer']}.")
+@click.option("--lr", type=float, help=f"Learning rate (default {EXPERT_DEFAULTS['lr']}).")
+@click.option("--momentum", type=float, help=f"Default {EXPERT_DEFAULTS['momentum']}.")
+@click.option("--weight-decay", type=float, help=f"Default {EXPERT_DEFAULTS['weight_decay']}.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), help=f"Default {EXPERT_DEFAULTS['schedule']}.")
+@click.option("--batch-size", type=int, help=f"Default {EXPERT_DEFAULTS['batch_size']}.")
+@click.option("--augment", type=click.Choice(AUGMENT_CHOICES), help="Training augmentation (default auto: the dataset's, crop for digits).")
+@click.option("--seed", type=int, help="The run's seed (default 0); expert i is seeded from (seed, i).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache folder (default $DDCORE_CACHE or ~/.cache/ddcore).")
 @click.option("--cpu", is_flag=True, help="Train on the CPU even when a GPU is present.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the table.")
-def experts_command(
-    plugins, dataset, data_root, image_size, workers, num_experts, epochs, model, width, depth, norm,
-    optimizer, lr, momentum, weight_decay, schedule, batch_size, augment, seed, cache_dir, cpu, quiet,
-) -> None:  # fmt: skip
-    """Train expert trajectories on the real training data (cached and resumable)."""
+def experts_command(config_file, plugins, sets, quiet, **flags) -> None:
+    """Train the expert trajectories `dd run --distill tm` uses, on the real training data (cached and resumable).
+
+    Give the same dataset and options as the run (or its --config): the run then trains nothing.
+    """
     from rich.table import Table
 
-    from ddcore.tm.experts import ensure_experts, recipe_for_dataset
-    from ddcore.runner import Pipeline
+    from ddcore.standalone import build_run_context
+    from ddcore.tm.distiller import resolve_expert_recipe
+    from ddcore.tm.experts import ensure_experts
     from ddcore_cli.output import stdout
 
-    config: dict = {"dataset": dataset, "seed": seed, "ipc": 1, "cpu": cpu, "eval": {"runs": 0}}
-    for key, value in (("data_root", data_root), ("image_size", image_size), ("workers", workers), ("cache_dir", cache_dir)):
-        if value is not None:
-            config[key] = str(value) if isinstance(value, Path) else value
-    pipeline = Pipeline(config, list(plugins), quiet=quiet, write=False)
-    ctx = pipeline.ctx
-    real = pipeline.build_dataset()
-    recipe = recipe_for_dataset(
-        real, num_experts, epochs,
-        model=model, width=width, depth=depth, norm=norm, seed=seed, augment=augment,
-        optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-        batch_size=batch_size,
-    )  # fmt: skip
+    ctx = build_run_context(experts_config(config_file, sets, **flags), list(plugins), quiet=quiet)
+    real = ctx.dataset
+    recipe = resolve_expert_recipe(ctx)
     buffer = ensure_experts(ctx, real, recipe)
     if not ctx.is_main_process:  # only the main process prints
         return

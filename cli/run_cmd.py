@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from ddcore.config import deep_merge, parse_assignment, read_config_file
+from ddcore.config import BASELINES, deep_merge, parse_assignment, read_config_file
+from ddcore.vocab import LABEL_MODES
 
 
 def flag_overrides(**flags: Any) -> dict[str, Any]:
@@ -80,8 +81,8 @@ def merged_config(config_file: Path | None, plugins: tuple[str, ...], sets: tupl
 @click.option("--eval-runs", type=int, help="Networks trained by the built-in evaluator (default 3; 0 = off).")
 @click.option("--eval-epochs", type=int, help="Epochs per evaluation network (default: dataset preset).")
 @click.option("--eval-model", help="Evaluation network: convnet, convnetd3/4/5, resnet18.")
-@click.option("--labels", type=click.Choice(["auto", "hard", "soft"]), help="Labels the evaluator trains with.")
-@click.option("--baseline", multiple=True, type=click.Choice(["random", "full"]), help="Also evaluate a random real subset of the same size / the full training set.")
+@click.option("--labels", type=click.Choice(LABEL_MODES), help="Labels the evaluator trains with.")
+@click.option("--baseline", multiple=True, type=click.Choice(BASELINES), help="Also evaluate a random real subset of the same size / the full training set.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set eval.lr=0.02 --set plugin.edf.beta=2.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache folder (default $DDCORE_CACHE or ~/.cache/ddcore).")
 @click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")

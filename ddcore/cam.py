@@ -25,7 +25,7 @@ Layers are named as in ``model.named_modules()`` (``"layer4"``, ``"features.2.2"
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -91,11 +91,14 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _layer_activations(model: nn.Module, layer: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _layer_activations(
+    model: nn.Module, layer: nn.Module, images: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass: ``(logits [B, classes], activations of layer [B, K, h, w])``, graph kept.
 
     The layer's output is captured and a copy is passed on, so in-place operations after the layer
-    (``ReLU(inplace=True)``) never change the captured tensor.
+    (``ReLU(inplace=True)``) never change the captured tensor. ``forward`` replaces ``model(images)``
+    (:func:`cam_chunk_size` runs the model with ``meta`` parameters).
     """
     captured: list[torch.Tensor] = []
 
@@ -107,7 +110,7 @@ def _layer_activations(model: nn.Module, layer: nn.Module, images: torch.Tensor)
 
     handle = layer.register_forward_hook(hook)
     try:
-        logits = model(images)
+        logits = model(images) if forward is None else forward(images)
     finally:
         handle.remove()
     if len(captured) != 1:
@@ -186,9 +189,10 @@ def _target_gradients(logits: torch.Tensor, activations: torch.Tensor, targets: 
 
     Images never interact in eval mode, so one backward of the summed scores gives every image's
     gradient at once. Shape: ``logits [B, classes]``, ``activations [B, K, h, w]``, ``targets [B]`` ->
-    ``[B, K, h, w]``.
+    ``[B, K, h, w]``. Targets outside the label space are a :class:`~ddcore.PluginError` (not checked on
+    the ``meta`` device, which has no values).
     """
-    if int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]:
+    if logits.device.type != "meta" and (int(targets.min()) < 0 or int(targets.max()) >= logits.shape[1]):
         raise PluginError(
             f"CAM targets must lie in [0, {logits.shape[1]}) for a model with {logits.shape[1]} classes, "
             f"got {int(targets.min())}..{int(targets.max())}"
@@ -205,17 +209,18 @@ def _chunk_maps(
     targets: torch.Tensor,
     method: CamMethod,
     noise: torch.Tensor | None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Layer-resolution maps for one chunk. ``noise [S, B, C, H, W]`` (already scaled) for Smooth Grad-CAM++."""
     x = images.detach().requires_grad_(True)  # so the layer's output has a graph even with frozen weights
     if method == "gradcam":
-        logits, activations = _layer_activations(model, layer, x)
+        logits, activations = _layer_activations(model, layer, x, forward)
         return gradcam_maps(activations.detach(), _target_gradients(logits, activations, targets))
     assert noise is not None
     samples, batch = noise.shape[0], images.shape[0]
     # One pass over the clean images and every noisy copy: [(S+1)*B, C, H, W].
     stacked = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + noise]).flatten(0, 1)
-    logits, activations = _layer_activations(model, layer, stacked)
+    logits, activations = _layer_activations(model, layer, stacked, forward)
     noisy = slice(batch, None)
     gradients = _target_gradients(logits[noisy], activations, targets.repeat(samples))[noisy]
     gradients = gradients.unflatten(0, (samples, batch))  # [S, B, K, h, w]
@@ -249,9 +254,10 @@ def grad_cam(
         samples: noisy copies per image (Smooth Grad-CAM++ only), at least 1.
         noise: the noise's standard deviation in the images' (normalised) units (Smooth Grad-CAM++).
         generator: CPU generator for the noise; default a fresh one seeded with 0 (never global state).
-            The noise for a chunk of ``B`` images is ``noise * randn([samples, B, C, H, W])``, chunk by chunk.
-        batch_size: images per forward pass (``None``: all at once). Smooth Grad-CAM++ puts
-            ``(samples + 1) * batch_size`` images through the model at a time.
+            The noise is ``noise * randn([samples, N, C, H, W])``, drawn once for all images (on the
+            CPU) and sliced per chunk, so the maps do not depend on ``batch_size``.
+        batch_size: images per forward pass (``None``: all at once; :func:`cam_chunk_size` bounds it by
+            memory). Smooth Grad-CAM++ puts ``(samples + 1) * batch_size`` images through the model at a time.
 
     Returns:
         ``[N, H, W]`` float32 on ``images.device``, detached: each map upsampled bilinearly to the
@@ -271,13 +277,68 @@ def grad_cam(
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     step = batch_size or images.shape[0]
+    scaled_all = None
+    if method == "smooth_gradcampp":  # [S, N, C, H, W] on the CPU: the same draws whatever the chunking
+        scaled_all = torch.randn((samples, *images.shape), generator=generator, dtype=images.dtype) * noise
     maps = []
     with torch.enable_grad(), _eval_mode(model):
         for begin in range(0, images.shape[0], step):
             chunk = images[begin : begin + step]
-            scaled = None
-            if method == "smooth_gradcampp":
-                eps = torch.randn((samples, *chunk.shape), generator=generator, dtype=chunk.dtype)
-                scaled = (eps * noise).to(chunk.device)
+            scaled = None if scaled_all is None else scaled_all[:, begin : begin + step].to(chunk.device)
             maps.append(_chunk_maps(model, layer, chunk, targets[begin : begin + step], method, scaled))
     return normalize_maps(torch.cat(maps).detach(), tuple(images.shape[-2:]))
+
+
+def cam_chunk_size(
+    model: nn.Module,
+    layer: nn.Module | str | None,
+    image_shape: tuple[int, int, int],
+    num_images: int,
+    budget_bytes: int,
+    *,
+    method: CamMethod = "gradcam",
+    samples: int = 4,
+) -> int:
+    """The largest chunk (``batch_size`` of :func:`grad_cam`) whose projected extra memory stays within
+    ``budget_bytes``, between 1 and ``num_images``.
+
+    The projection runs :func:`grad_cam`'s own per-chunk code for a chunk of 1 and of 2 images on the
+    ``meta`` device (shapes only, no compute; the model's parameters and buffers are swapped for
+    ``meta`` tensors through :func:`torch.func.functional_call`, the model itself is not touched) and
+    counts the live tensor bytes (:class:`ddcore.tm.memory.LiveTensorBytes`), the chunk's noisy copies
+    included; the cost is linear in the chunk size.
+
+    Args:
+        model, layer, method, samples: as for :func:`grad_cam`.
+        image_shape: ``(C, H, W)`` of the images.
+        num_images: ``N``, the images of one refresh (the chunk never exceeds it).
+        budget_bytes: the memory one chunk may take (bytes), e.g. one matching step's projected peak.
+    """
+    from torch.func import functional_call
+
+    from ddcore.tm.memory import peak_live_bytes
+
+    if isinstance(layer, str) or layer is None:
+        layer = resolve_layer(model, layer)
+    meta = torch.device("meta")
+    state = {name: torch.empty_like(t, device=meta).requires_grad_(t.requires_grad)
+             for name, t in [*model.named_parameters(), *model.named_buffers()]}  # fmt: skip
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, state, (x,))
+
+    def cost(batch: int) -> int:
+        images = torch.empty(batch, *image_shape, device=meta)
+        targets = torch.zeros(batch, dtype=torch.long, device=meta)
+
+        def chunk() -> None:
+            scaled = torch.empty(samples, *images.shape, device=meta) if method == "smooth_gradcampp" else None
+            _chunk_maps(model, layer, images, targets, method, scaled, forward)
+
+        with torch.enable_grad(), _eval_mode(model):
+            return peak_live_bytes(chunk)
+
+    one, two = cost(1), cost(2)
+    per_image = max(1, two - one)
+    fits = (budget_bytes - (one - per_image)) // per_image
+    return int(min(max(1, fits), max(1, num_images)))

@@ -37,6 +37,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ddcore.errors import ConfigError
+from ddcore.vocab import EXPERT_DEFAULTS, AugmentOption, LabelMode, Optimizer, Schedule
 
 BASELINES = ("random", "full")
 
@@ -56,14 +57,14 @@ class EvalConfig:
     epochs: int = 0
     full_epochs: int = 0
     batch_size: int = 256
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = 0.01
     use_learned_lr: bool = True
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: Literal["step", "cosine", "constant"] = "step"
-    augment: Literal["auto", "none", "crop", "crop_flip", "dsa"] = "auto"
-    labels: Literal["auto", "hard", "soft"] = "auto"
+    schedule: Schedule = "step"
+    augment: AugmentOption = "auto"
+    labels: LabelMode = "auto"
     baseline: list[str] = field(default_factory=list)
     test_batch_size: int = 500
 
@@ -88,15 +89,18 @@ class ExpertsConfig:
 
     The experts use the evaluator's network (``[eval]`` model, width, depth, norm). ``epochs = 0``
     trains just as many epochs as the ``[tm]`` window needs (``max_start_epoch + expert_epochs``).
+    Defaults: :data:`ddcore.vocab.EXPERT_DEFAULTS` (also those of ``dd experts``).
     """
 
-    num: int = 5
+    num: int = EXPERT_DEFAULTS["num"]
     epochs: int = 0
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    augment: Literal["auto", "none", "crop", "crop_flip", "dsa"] = "auto"
+    lr: float = EXPERT_DEFAULTS["lr"]
+    momentum: float = EXPERT_DEFAULTS["momentum"]
+    weight_decay: float = EXPERT_DEFAULTS["weight_decay"]
+    batch_size: int = EXPERT_DEFAULTS["batch_size"]
+    augment: AugmentOption = EXPERT_DEFAULTS["augment"]
+    optimizer: Optimizer = EXPERT_DEFAULTS["optimizer"]
+    schedule: Schedule = EXPERT_DEFAULTS["schedule"]
 
     def __post_init__(self) -> None:
         _at_least("experts.num", self.num, 1)

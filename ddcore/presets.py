@@ -15,6 +15,7 @@ from ddcore.config import EvalConfig
 from ddcore.data.base import ImageDataset
 from ddcore.models import ModelSpec
 from ddcore.training import TrainRecipe
+from ddcore.vocab import resolve_augment
 
 #: dataset name -> eval defaults that differ from the general ones.
 EVAL_PRESETS: dict[str, dict] = {
@@ -58,7 +59,7 @@ def resolve_eval(config: EvalConfig, dataset: ImageDataset) -> ResolvedEval:
     name = "convnet" if config.model == "auto" else config.model
     depth = config.depth or convnet_depth(image_size)
     model = ModelSpec(name=name, width=config.width or preset["width"], depth=depth, norm=config.norm)
-    augment = config.augment if config.augment != "auto" else dataset.extra.get("default_augment", "crop_flip")
+    augment = resolve_augment(config.augment, dataset)
     recipe = TrainRecipe(
         epochs=config.epochs or preset["epochs"],
         batch_size=config.batch_size,

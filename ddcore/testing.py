@@ -12,9 +12,11 @@ Fixtures:
     run_tiny: ``run_tiny(plugins=[...], **config)`` runs the pipeline on ``digits`` in memory, with a
         tiny evaluator (1 network, 2 epochs, width 8) unless the config says otherwise.
     dd_context: ``dd_context(plugins=[...], **config)`` -> the ``RunContext`` of such a run after its
-        dataset is built, for calling hook implementations (or ``ddcore.teacher``) directly.
+        dataset is built (:func:`ddcore.build_run_context`), for calling hook implementations (or
+        ``ddcore.teacher``) directly.
 
-Imports of torch and ddcore happen inside the fixtures, so loading this plugin costs nothing.
+Imports of torch and ddcore's heavy modules happen inside the fixtures, so loading this plugin (pytest
+loads it in every session, through its entry point) imports no torch.
 """
 
 from __future__ import annotations
@@ -78,12 +80,10 @@ def dd_context(tmp_path) -> Callable[..., Any]:
     its dataset and done nothing else (``ctx.dataset``, ``ctx.model_spec``, ``ctx.accelerator`` set);
     for calling a hook implementation directly. Defaults as ``run_tiny``; the cache is in ``tmp_path``."""
     from ddcore.config import deep_merge
-    from ddcore.runner import Pipeline
+    from ddcore.standalone import build_run_context
 
     def make(plugins: Sequence[str | object] = (), **config: Any):
         base = {"dataset": "digits", "ipc": 1, "workers": 0, "eval": dict(TINY_EVAL), "cache_dir": str(tmp_path / "cache")}
-        pipeline = Pipeline(deep_merge(base, config), plugins, write=False)
-        pipeline.build_dataset()
-        return pipeline.ctx
+        return build_run_context(deep_merge(base, config), plugins)
 
     return make

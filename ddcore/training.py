@@ -14,21 +14,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcore.vocab import AUGMENTS, OPTIMIZERS, SCHEDULES, Augment, Optimizer, Schedule
+
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
 @dataclass(frozen=True)
 class TrainRecipe:
-    """How a network is trained. ``schedule="step"`` multiplies the lr by 0.1 at half the epochs."""
+    """How a network is trained. ``schedule="step"`` multiplies the lr by 0.1 at half the epochs.
+
+    The accepted optimisers, schedules and augmentations are :mod:`ddcore.vocab`'s.
+    """
 
     epochs: int
     batch_size: int = 256
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "step"
-    augment: str = "none"
+    schedule: Schedule = "step"
+    augment: Augment = "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +74,7 @@ def make_augment(kind: str, image_size: int) -> nn.Module | None:
         return crop
     if kind == "crop_flip":
         return nn.Sequential(crop, K.RandomHorizontalFlip(p=0.5))
-    raise ValueError(f"unknown augmentation {kind!r} (none, crop, crop_flip, dsa)")
+    raise ValueError(f"unknown augmentation {kind!r} ({', '.join(AUGMENTS)})")
 
 
 def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator) -> Batches:
@@ -96,7 +101,7 @@ def _optimizer(recipe: TrainRecipe, params: Iterable[nn.Parameter]) -> torch.opt
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r} ({', '.join(OPTIMIZERS)})")
 
 
 def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
@@ -106,7 +111,7 @@ def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
         return lambda e: 0.5 * (1 + math.cos(math.pi * e / max(1, epochs)))
     if schedule == "constant":
         return lambda e: 1.0
-    raise ValueError(f"unknown schedule {schedule!r}")
+    raise ValueError(f"unknown schedule {schedule!r} ({', '.join(SCHEDULES)})")
 
 
 def train_network(

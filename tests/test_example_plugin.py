@@ -54,7 +54,10 @@ def test_dd_run_with_the_example_plugin(tmp_path: Path):
     herding = next(p for p in manifest["plugins"] if p["name"] == "herding")
     assert herding["distribution"] == "dd-herding" and herding["hooks"] == ["dd_select"]
     assert manifest["config"]["plugin"] == {"herding": {"space": "pixels-pooled"}}
-    assert manifest["hook_calls"]["dd_select"] == {"herding": {"calls": 1, "seconds": pytest.approx(manifest["hook_calls"]["dd_select"]["herding"]["seconds"])}}
+    select_calls = manifest["hook_calls"]["dd_select"]
+    assert list(select_calls) == ["herding"]  # herding answered; the built-in random-real was never asked
+    assert set(select_calls["herding"]) == {"calls", "seconds"} and select_calls["herding"]["calls"] == 1
+    assert 0 < select_calls["herding"]["seconds"] <= manifest["wall_seconds"]
     import torch
 
     distilled = torch.load(out / "distilled.pt", weights_only=True)

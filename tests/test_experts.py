@@ -270,7 +270,8 @@ def test_experts_command_trains_then_reuses(tmp_path):
     from ddcore_cli.experts_cmd import experts_command
 
     cache = tmp_path / "cache"
-    args = ["--dataset", "digits", "--image-size", "8", "--width", "4", "--epochs", "1",
+    window = ["--set", "tm.max_start_epoch=0", "--set", "tm.cur_max_start_epoch=0", "--set", "tm.expert_epochs=1"]
+    args = ["--dataset", "digits", "--image-size", "8", "--width", "4", *window,  # 1 epoch: what this window needs
             "--workers", "0", "--cache-dir", str(cache), "--quiet", "--cpu"]  # fmt: skip
     runner = CliRunner()
     first = runner.invoke(experts_command, [*args, "--num-experts", "1"])
@@ -281,5 +282,6 @@ def test_experts_command_trains_then_reuses(tmp_path):
     assert "expert_1.pt (new)" in second.output and "1 trained, 1 reused" in second.output
     folders = list((cache / "experts").iterdir())
     assert len(folders) == 1 and sorted(p.name for p in folders[0].glob("*.pt")) == ["expert_0.pt", "expert_1.pt"]
-    bad = runner.invoke(experts_command, [*args, "--epochs", "0"])
+    assert "1 epochs" in second.output
+    bad = runner.invoke(experts_command, [*args, "--num-experts", "0"])
     assert bad.exit_code != 0 and isinstance(bad.exception, ConfigError)

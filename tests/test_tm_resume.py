@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from core_support import assert_cli_error
+from core_support import assert_cli_error, write_plugin_file
 from ddcore import hookimpl
 from ddcore.errors import PluginCrash
 from ddcore.runner import resume_run, run
@@ -92,29 +92,69 @@ def _toml(tmp_path, out: str) -> str:
     return str(path)
 
 
+#: A local plugin file for the SIGKILL test: with DD_TEST_HOLD_AT set, the run writes a marker file and
+#: blocks inside that iteration, so the test kills it at a known point (checkpoints of every earlier
+#: iteration written, the run unable to finish first). Without the variable it does nothing (the resume).
+HOLD_PLUGIN = """
+import os
+import time
+from pathlib import Path
+
+from ddcore import hookimpl
+
+
+@hookimpl
+def dd_pixel_weights(ctx, images, labels, step):
+    if os.environ.get("DD_TEST_HOLD_AT") == str(step):
+        Path(os.environ["DD_TEST_HOLD_MARKER"]).write_text(str(os.getpid()))
+        time.sleep(3600)
+    return None
+"""
+
+
 @pytest.mark.slow
 def test_a_process_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
-    """A real `dd run` process is SIGKILLed once checkpoints exist; `dd run --resume` finishes it identically."""
+    """A real `dd run` process is SIGKILLed inside iteration 3; `dd run --resume` finishes it identically.
+
+    Race-free: the run holds itself inside iteration 3 (after writing the checkpoints of iterations 2
+    and 3) and signals that through a marker file; only then is it killed, so it can neither finish
+    first nor be caught before its checkpoints exist, however fast or slow the machine.
+    """
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    hold = write_plugin_file(tmp_path, "hold", HOLD_PLUGIN)
     dd = [sys.executable, "-m", "ddcore_cli", "run", "--quiet"]
-    subprocess.run([*dd, "--config", _toml(tmp_path, "whole")], check=True, capture_output=True)
-    process = subprocess.Popen([*dd, "--config", _toml(tmp_path, "cut")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoints, deadline = tmp_path / "cut" / "checkpoints", time.monotonic() + 300
-    while not list(checkpoints.glob("tm-*.pt")) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed; make it longer"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (tmp_path / "cut" / "distilled.pt").exists()
-    resumed = subprocess.run([*dd, "--resume", str(tmp_path / "cut")], capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_TEST_HOLD")}
+    subprocess.run([*dd, "--config", _toml(tmp_path, "whole"), "--plugin", hold], check=True, capture_output=True, env=env)
+    marker, log = tmp_path / "held", tmp_path / "cut.stderr"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen([*dd, "--config", _toml(tmp_path, "cut"), "--plugin", hold], stdout=subprocess.DEVNULL,
+                                   stderr=stderr, env={**env, "DD_TEST_HOLD_AT": "3", "DD_TEST_HOLD_MARKER": str(marker)})  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert marker.exists(), f"the run never reached iteration 3 (exit {process.poll()}):\n{log.read_text()[-3000:]}"
+            assert process.poll() is None  # held: it cannot have ended
+            os.kill(process.pid, signal.SIGKILL)
+            assert process.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    cut = tmp_path / "cut"
+    assert [p.name for p in checkpoint_paths(cut / "checkpoints", "tm")] == ["tm-00000003.pt", "tm-00000002.pt"]
+    assert not (cut / "distilled.pt").exists()
+    assert json.loads((cut / "manifest.json").read_text())["status"] == "running"  # killed: no chance to record it
+    resumed = subprocess.run([*dd, "--resume", str(cut)], capture_output=True, text=True, env=env)
     assert resumed.returncode == 0, resumed.stderr
     from ddcore.distilled import DistilledSet
 
-    whole, cut = (DistilledSet.load(tmp_path / name / "distilled.pt") for name in ("whole", "cut"))
-    assert torch.equal(cut.images, whole.images) and cut.lr == whole.lr
-    assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["status"] == "complete"
+    whole, cut_set = (DistilledSet.load(tmp_path / name / "distilled.pt") for name in ("whole", "cut"))
+    assert torch.equal(cut_set.images, whole.images) and cut_set.lr == whole.lr
+    assert json.loads((cut / "tm_log.json").read_text()) == json.loads((tmp_path / "whole" / "tm_log.json").read_text())
+    assert json.loads((cut / "manifest.json").read_text())["status"] == "complete"

@@ -74,8 +74,26 @@ def test_train_network_learns_a_separable_problem():
     assert accuracy_on(model, [(images, labels)], torch.device("cpu")) == 1.0
 
 
-def test_train_network_accepts_soft_labels():
-    images = torch.randn(6, 1, 8, 8)
-    soft = torch.randn(6, 3)
+def _trained_parameters(images, labels, seed: int = 0) -> list[torch.Tensor]:
+    torch.manual_seed(seed)
     model = build_model(ModelSpec(width=4, depth=1), 3, 1, 8)
-    train_network(model, tensor_batches(images, soft, 3, torch.Generator()), TrainRecipe(epochs=1), torch.device("cpu"), 8)
+    batches = tensor_batches(images, labels, 3, torch.Generator().manual_seed(seed))
+    train_network(model, batches, TrainRecipe(epochs=2, lr=0.1), torch.device("cpu"), 8)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_train_network_trains_on_soft_labels_as_targets():
+    """Soft labels are logits whose softmax is the target: one-hot-like logits train exactly as their hard
+    labels do, and logits for other classes train differently (the labels are used, not just accepted)."""
+    images = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    hard = torch.tensor([0, 1, 2, 0, 1, 2])
+    one_hot_logits = torch.nn.functional.one_hot(hard, 3).float() * 100.0  # softmax == one-hot in float32
+    torch.manual_seed(0)
+    initial = [p.detach().clone() for p in build_model(ModelSpec(width=4, depth=1), 3, 1, 8).parameters()]
+    from_hard = _trained_parameters(images, hard)
+    from_soft = _trained_parameters(images, one_hot_logits)
+    for a, b in zip(from_hard, from_soft):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(initial, from_soft))  # training moved the network
+    uniform = _trained_parameters(images, torch.zeros(6, 3))  # softmax 1/3 each: a different target
+    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(from_soft, uniform))

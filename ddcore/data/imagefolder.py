@@ -23,6 +23,7 @@ from PIL import Image
 
 from ddcore.data.base import DatasetOptions, ImageDataset
 from ddcore.errors import ConfigError
+from ddcore.vocab import DEFAULT_AUGMENT
 
 DEFAULT_SIZE = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -123,20 +124,20 @@ def load_imagefolder(options: DatasetOptions) -> ImageDataset:
     missing = sorted(set(class_names) - set(val_names))
     extra = sorted(set(val_names) - set(class_names))
     if missing or extra:
-        parts = ([f"missing from val/: {_names(missing)}"] if missing else []) + (
-            [f"not in train/: {_names(extra)}"] if extra else []
+        parts = ([f"missing from val/: {short_list(missing)}"] if missing else []) + (
+            [f"not in train/: {short_list(extra)}"] if extra else []
         )
         raise ConfigError(
             f"class folders of {val_dir} differ from {train_dir}: {'; '.join(parts)} ({ROOT_OPTION})"
         )
 
-    train_files = [_image_files(train_dir / name) for name in class_names]
-    val_files = [_image_files(val_dir / name) for name in class_names]
+    train_files = [image_files(train_dir / name) for name in class_names]
+    val_files = [image_files(val_dir / name) for name in class_names]
     empty = [f"train/{n}" for n, f in zip(class_names, train_files) if not f]
     empty += [f"val/{n}" for n, f in zip(class_names, val_files) if not f]
     if empty:
         raise ConfigError(
-            f"class folder(s) with no images ({' '.join(IMAGE_SUFFIXES)}) under {root}: {_names(empty)} ({ROOT_OPTION})"
+            f"class folder(s) with no images ({' '.join(IMAGE_SUFFIXES)}) under {root}: {short_list(empty)} ({ROOT_OPTION})"
         )
 
     train = _split(train_files, size)
@@ -154,7 +155,7 @@ def load_imagefolder(options: DatasetOptions) -> ImageDataset:
             f"image folder {root}: {len(class_names)} classes, {len(train)} train / {len(test)} val images, "
             f"resized to {size}x{size}, ImageNet normalisation"
         ),
-        extra={"default_augment": "crop_flip", "root": str(root)},
+        extra={"default_augment": DEFAULT_AUGMENT, "root": str(root)},
     )
 
 
@@ -189,7 +190,9 @@ def _class_folders(split_dir: Path) -> list[str]:
     return [e.name for e in _entries(split_dir) if e.is_dir()]
 
 
-def _image_files(class_dir: Path) -> list[str]:
+def image_files(class_dir: Path) -> list[str]:
+    """The image files directly in ``class_dir`` (suffixes :data:`IMAGE_SUFFIXES`, any case; hidden names
+    skipped), as paths sorted by name; an unreadable folder is a :class:`ConfigError`."""
     return [
         e.path for e in _entries(class_dir) if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file()
     ]
@@ -202,6 +205,11 @@ def _split(files_per_class: list[list[str]], size: int) -> FolderSplit:
     return FolderSplit(paths, targets, size)
 
 
-def _names(names: list[str]) -> str:
+def short_list(names: list[str]) -> str:
+    """``names`` joined for a one-line message, at most :data:`MAX_NAMED` of them.
+
+    >>> short_list(["a", "b"]), short_list([str(i) for i in range(7)])
+    ('a, b', '0, 1, 2, 3, 4, ... (2 more)')
+    """
     shown = ", ".join(names[:MAX_NAMED])
     return shown + (f", ... ({len(names) - MAX_NAMED} more)" if len(names) > MAX_NAMED else "")

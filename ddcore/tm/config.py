@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ddcore.errors import ConfigError
+from ddcore.vocab import MatchAugment
 
 
 @dataclass
@@ -31,11 +32,14 @@ class TMConfig:
     lr_teacher: float = 0.01
     learn_labels: bool = False
     skip_threshold: float = 0.0  # 0: never skip; else skip updates whose loss exceeds it
-    augment: Literal["dsa", "none"] = "dsa"
+    augment: MatchAugment = "dsa"
     init: Literal["selected", "correct"] = "selected"  # correct: EDF's correctly-predicted images, expert soft labels
     checkpoint_every: int = 25  # 0: no checkpoints (no resume)
     eval_every: int = 0  # 0: off; else evaluate every so many iterations and keep the best set
     eval_runs: int = 1  # networks per periodic evaluation (the [eval] recipe)
+    # full: keep the unrolled graph (memory ~ syn_steps x batch_syn); constant: rebuild one step at a time
+    # in reverse (same gradients, memory of one step); auto: full when it fits the device comfortably
+    unroll: Literal["auto", "full", "constant"] = "auto"
 
     def __post_init__(self) -> None:
         for key in ("iterations", "syn_steps", "expert_epochs", "expansion_end"):
@@ -56,6 +60,8 @@ class TMConfig:
             raise ConfigError(f"config key 'tm.batch_syn' must be >= 0, got {self.batch_syn}")
         if self.skip_threshold < 0:
             raise ConfigError(f"config key 'tm.skip_threshold' must be >= 0 (0 = never skip), got {self.skip_threshold}")
+        if self.unroll not in ("auto", "full", "constant"):
+            raise ConfigError(f"config key 'tm.unroll' must be 'auto', 'full' or 'constant', got {self.unroll!r}")
         for key in ("lr_img", "lr_lr", "lr_y", "lr_teacher"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"config key 'tm.{key}' must be > 0, got {getattr(self, key)}")

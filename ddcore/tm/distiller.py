@@ -3,7 +3,9 @@
 The distiller owns everything the matcher needs around the loop of :mod:`ddcore.tm.loop`: the expert
 trajectories (trained once, cached, :mod:`ddcore.tm.experts`), EDF's "predicted correctly"
 initialisation (``tm.init = "correct"``, :mod:`ddcore.tm.correct_init`), the checks that the experts
-can serve the start window, and the run's ``tm`` record and ``tm_log.json``.
+can serve the start window, the memory plan (``tm.unroll``, :mod:`ddcore.tm.memory`: projected before
+any work, refused when it cannot fit, recorded as ``tm_memory``), and the run's ``tm`` record and
+``tm_log.json``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,33 @@ def expert_recipe(ctx: "RunContext", epochs: int):
         model=spec.name, width=spec.width, depth=spec.depth, norm=spec.norm, seed=config.seed,
         augment=experts.augment, lr=experts.lr, momentum=experts.momentum,
         weight_decay=experts.weight_decay, batch_size=experts.batch_size,
+        optimizer=experts.optimizer, schedule=experts.schedule,
     )  # fmt: skip
+
+
+def expert_epochs(config: Any, options: TMConfig) -> int:
+    """Epochs per expert: ``experts.epochs``, or just what the ``[tm]`` window needs
+    (``tm.max_start_epoch + tm.expert_epochs``)."""
+    return config.experts.epochs or options.max_start_epoch + options.expert_epochs
+
+
+def resolve_expert_recipe(ctx: "RunContext", options: TMConfig | None = None):
+    """The :class:`~ddcore.tm.experts.ExpertRecipe` that ``dd run --distill tm`` trains or reuses for ``ctx``.
+
+    The one place both ``dd run --distill tm`` and ``dd experts`` get their recipe from, so that experts
+    trained ahead have the run's cache key: the run's network (``ctx.model_spec``, the resolved ``[eval]``
+    model), its ``[experts]`` options and seed, and the epochs of :func:`expert_epochs` for the resolved
+    ``[tm]`` options (``options``, default ``ctx.config.distill_options``: the ``[tm]`` table after its
+    preset, which depends on the dataset's preset family and ``ipc``). Needs ``ctx.dataset`` built.
+    """
+    options = ctx.config.distill_options if options is None else options
+    if not isinstance(options, TMConfig):
+        from ddcore.errors import ConfigError
+
+        raise ConfigError(
+            f"expert trajectories follow the [tm] options of distill = 'tm', but the run has distill = {ctx.config.distill!r}"
+        )
+    return expert_recipe(ctx, expert_epochs(ctx.config, options))
 
 
 class TrajectoryMatchingDistiller(Distiller):
@@ -54,6 +82,18 @@ class TrajectoryMatchingDistiller(Distiller):
         self.replaces_selection = "tm.init = 'correct'" if options.init == "correct" else False
         self.options.check_against(self.expert_epochs())
         self._experts = None
+        self.memory_plan = None
+
+    def check(self) -> None:
+        """Project one matching step's memory in both unrolls, pick ``tm.unroll`` and record it as ``tm_memory``.
+
+        Raises :class:`~ddcore.ConfigError` (one line naming the settings to lower) when the requested
+        unroll, or for ``auto`` either, cannot fit the device (:func:`ddcore.tm.memory.plan_unroll`).
+        """
+        from ddcore.tm.memory import plan_for_run
+
+        self.memory_plan = plan_for_run(self.ctx, self.options, self.expert_epochs())
+        self.ctx.record("tm_memory", self.memory_plan.to_record())
 
     def expert_epochs(self) -> int:
         """Epochs per expert: ``experts.epochs``, or just what the ``[tm]`` window needs."""
@@ -94,7 +134,7 @@ class TrajectoryMatchingDistiller(Distiller):
             return session.evaluate(distilled, options.eval_runs)
 
         with session.stage("distill"):
-            distilled, log = distill_tm(ctx, initial, buffer, ctx.model_spec, options, session, evaluate)
+            distilled, log = distill_tm(ctx, initial, buffer, ctx.model_spec, options, session, evaluate, self.memory_plan)
         last = log[-10:]
         ctx.record("tm", {
             "model": ctx.model_spec.__dict__, "iterations": len(log), "skipped": sum(row["skipped"] for row in log),

@@ -59,24 +59,18 @@ from ddcore.errors import ConfigError, DDError
 from ddcore.tm.flatparams import ParamShapes, flatten_params, num_params, param_shapes_of, unflatten_params
 from ddcore.models import MODEL_NAMES, NORMS, ModelSpec, build_model
 from ddcore.training import TrainRecipe, accuracy_on, fork_devices, train_network
+from ddcore.vocab import AUGMENTS, EXPERT_DEFAULTS, OPTIMIZERS, SCHEDULES, resolve_augment  # noqa: F401 (re-exported)
 
 #: Version of the expert file layout; part of the cache key, so a new layout never reads old files.
 FORMAT = 1
 
-#: How experts are trained unless told otherwise (MTT's buffer recipe, minus its DSA augmentation).
+#: How experts are trained unless told otherwise (:data:`ddcore.vocab.EXPERT_DEFAULTS`, the one source of
+#: the ``[experts]`` and ``dd experts`` defaults), with no augmentation: a bare recipe has no dataset to
+#: resolve ``auto`` against (:func:`recipe_for_dataset` does).
 EXPERT_TRAIN_DEFAULTS: dict[str, Any] = {
-    "batch_size": 256,
-    "optimizer": "sgd",
-    "lr": 0.01,
-    "momentum": 0.0,
-    "weight_decay": 0.0,
-    "schedule": "constant",
+    **{key: value for key, value in EXPERT_DEFAULTS.items() if key != "num"},
     "augment": "none",
 }
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("step", "cosine", "constant")
-AUGMENTS = ("none", "crop", "crop_flip", "dsa")
 
 #: Batch size used to measure the experts' accuracies (no effect on training).
 ACCURACY_BATCH = 500
@@ -157,12 +151,6 @@ class ExpertRecipe:
         return dataclasses.asdict(self)
 
 
-def resolve_augment(name: str, dataset: ImageDataset) -> str:
-    """``"auto"`` -> the dataset's default augmentation (``crop`` for digits, ``crop_flip`` otherwise,
-    as the built-in evaluator resolves it); any other name is returned as is."""
-    return dataset.extra.get("default_augment", "crop_flip") if name == "auto" else name
-
-
 def recipe_for_dataset(
     dataset: ImageDataset,
     num_experts: int,
@@ -176,12 +164,13 @@ def recipe_for_dataset(
     augment: str = "auto",
     **train_options: Any,
 ) -> ExpertRecipe:
-    """An :class:`ExpertRecipe` with ``0``/``"auto"`` resolved from the dataset, as ``dd experts`` does.
+    """An :class:`ExpertRecipe` with ``0``/``"auto"`` resolved from the dataset.
 
     ``width 0``: the evaluator's preset width for the dataset (32 for digits, 128 otherwise);
     ``depth 0``: the literature's depth for the image size (3 at 32 px, 4 at 64, 5 at 128);
-    ``augment "auto"``: :func:`resolve_augment`. Use it wherever experts are requested so that the same
-    options give the same cache key.
+    ``augment "auto"``: :func:`resolve_augment`. A run's experts (``dd run --distill tm`` and ``dd experts``
+    alike) come from :func:`ddcore.tm.distiller.resolve_expert_recipe`, which calls this with the run's
+    network and ``[experts]`` options, so that the same options give the same cache key.
     """
     from ddcore.presets import convnet_depth, dataset_eval_preset
 

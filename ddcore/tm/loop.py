@@ -4,7 +4,8 @@ State: synthetic images ``X [N, C, H, W]``, labels ``Y`` (hard ``[N]``, or learn
 ``[N, K]``), a learnable scalar ``syn_lr``. Every iteration picks an expert and a start epoch in the
 sequential-generation window, runs one matching step with the weighting hooks, and steps the three
 SGD optimisers unless the loss is above ``skip_threshold``. A NaN or infinite loss stops the run with
-a one-line error.
+a one-line error. The step unrolls fully or with constant memory (``tm.unroll``; ``auto`` is resolved
+by :mod:`ddcore.tm.memory`'s plan); both give the same gradients and draw the same random numbers.
 
 Options live in the ``[tm]`` table of the run config (:class:`TMConfig`).
 """
@@ -23,6 +24,7 @@ from ddcore.tm.config import TMConfig
 from ddcore.tm.matching import matching_step, minibatch_order, start_epoch_upper_bound
 
 if TYPE_CHECKING:
+    from ddcore.tm.memory import MemoryPlan
     from ddcore.context import RunContext
     from ddcore.distillers import DistillSession
     from ddcore.models import ModelSpec
@@ -64,14 +66,24 @@ class TrajectoryMatcher:
     image, label and lr gradients are averaged over processes before the optimisers step, and the skip
     decision uses the averaged loss, so every process keeps identical images.
     :meth:`state_dict` / :meth:`load_state_dict` make a run resumable bit for bit on CPU.
+
+    ``plan``: the run's :class:`~ddcore.tm.memory.MemoryPlan` (the distiller's ``check`` made it); without
+    one, ``tm.unroll = "auto"`` is planned here. :attr:`unroll` is the unroll in use.
     """
 
     def __init__(self, ctx: "RunContext", initial: DistilledSet, experts: Trajectories, model_spec: "ModelSpec",
-                 config: TMConfig) -> None:  # fmt: skip
+                 config: TMConfig, plan: "MemoryPlan | None" = None) -> None:  # fmt: skip
         if len(experts) == 0:
             raise ConfigError("trajectory matching needs at least one expert trajectory")
         config.check_against(experts.trajectory(0).shape[0] - 1)
         self.ctx, self.initial, self.experts, self.config = ctx, initial, experts, config
+        if plan is None and config.unroll == "auto":
+            from ddcore.tm.memory import plan_for_run
+
+            plan = plan_for_run(ctx, config, experts.trajectory(0).shape[0] - 1, model_spec=model_spec,
+                                num_images=initial.images.shape[0], soft=initial.soft)  # fmt: skip
+        self.plan = plan
+        self.unroll = plan.unroll if plan is not None else config.unroll
         channels, size, _ = ctx.dataset.image_shape
         device = ctx.device
         self.model = build_model(model_spec, ctx.dataset.num_classes, channels, size).to(device)
@@ -112,7 +124,7 @@ class TrajectoryMatcher:
             self.images, self.labels, self.syn_lr, chunks,
             supervision_weights=lambda l, d: ctx.hooks.supervision_weights(ctx, l, d, iteration),
             pixel_weights=lambda x, y: ctx.hooks.pixel_weights(ctx, x, y, iteration),
-            augment=self.augment,
+            augment=self.augment, mode=self.unroll,
         )  # fmt: skip
         _average_across_processes(ctx, [self.images.grad, self.labels.grad, self.syn_lr.grad])
         loss = result.loss
@@ -184,6 +196,7 @@ class TrajectoryMatcher:
             "streams": streams,
             "log": list(self.log),
             "best": self.best,
+            "unroll": self.unroll,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -205,6 +218,16 @@ class TrajectoryMatcher:
         self.iteration = int(state["iteration"])
         self.log = list(state["log"])
         self.best = state.get("best")
+        saved = state.get("unroll")
+        if saved in ("full", "constant") and saved != self.unroll and self.config.unroll == "auto":
+            # Both unrolls agree to rounding only: keep the checkpoint's, so the resumed run is bit for bit
+            # the uninterrupted one, as long as it fits this device.
+            if self.plan is None or self.plan.fits(saved):
+                self.ctx.reporter.info(f"resuming with the checkpoint's tm.unroll = '{saved}' (auto chose '{self.unroll}')")
+                self.unroll = saved
+                record = self.ctx.records.get("tm_memory")
+                if isinstance(record, dict):
+                    record["unroll"] = saved
 
 
 def distill_tm(
@@ -215,6 +238,7 @@ def distill_tm(
     config: TMConfig,
     session: "DistillSession | None" = None,
     evaluate: Callable[[DistilledSet], float] | None = None,
+    plan: "MemoryPlan | None" = None,
 ) -> tuple[DistilledSet, list[dict]]:
     """Refine ``initial`` by trajectory matching; returns the distilled set and one log row per iteration.
 
@@ -222,9 +246,9 @@ def distill_tm(
     (:meth:`~ddcore.distillers.DistillSession.save_checkpoint`, with every plugin's state), and the
     session's ``resume_state`` (the newest checkpoint's) is continued from. With ``tm.eval_every`` and
     ``evaluate`` (distilled set -> accuracy), the set is evaluated every so many iterations and at the
-    end, and the best one is returned.
+    end, and the best one is returned. ``plan``: the run's memory plan (:class:`TrajectoryMatcher`).
     """
-    matcher = TrajectoryMatcher(ctx, initial, experts, model_spec, config)
+    matcher = TrajectoryMatcher(ctx, initial, experts, model_spec, config, plan)
     if session is not None and session.resume_state is not None:
         matcher.load_state_dict(session.resume_state)
     every = config.checkpoint_every

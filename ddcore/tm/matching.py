@@ -14,6 +14,11 @@ One outer step, for synthetic images ``X [N, C, H, W]``, labels ``Y`` (hard ``[N
 
 The student is evaluated with :func:`torch.func.functional_call` on a flat parameter vector, so the
 model object is never re-parametrised or mutated.
+
+Steps 2 and 5 come in two unrolls with the same result (``matching_step(..., mode=...)``, the run's
+``tm.unroll``): ``"full"`` keeps the autograd graph of all inner steps (memory grows with
+``syn_steps x batch_syn``); ``"constant"`` (:mod:`ddcore.tm.unroll`) keeps only the ``syn_steps + 1``
+parameter vectors and the augmentation draws, and rebuilds one step's graph at a time in reverse.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from ddcore.training import soft_cross_entropy
 
 ParamShapes = Sequence[tuple[str, Sequence[int]]]
 Augment = Callable[[torch.Tensor], torch.Tensor]
+#: The unrolls :func:`matching_step` can run (``tm.unroll`` adds ``"auto"``, resolved by :mod:`ddcore.tm.memory`).
+UNROLL_MODES = ("full", "constant")
 
 
 def minibatch_order(n: int, batch_syn: int, syn_steps: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -124,22 +131,96 @@ def matching_step(
     supervision_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None],
     pixel_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None],
     augment: Augment | None = None,
+    mode: str = "full",
 ) -> StepResult:
     """Steps 1-5 of the module docstring: accumulates gradients into ``images.grad`` (pixel-weighted),
     and into ``labels.grad`` / ``syn_lr.grad`` when those require grad. The caller steps the optimisers.
 
     ``trajectory [E+1, P]``; ``supervision_weights(losses, distances)`` and ``pixel_weights(images, labels)``
-    are the hook facade's combined answers (``None`` = all abstain).
+    are the hook facade's combined answers (``None`` = all abstain). ``mode``: ``"full"`` or
+    ``"constant"`` (the same gradients; the constant unroll needs ``augment`` to be replayable, see
+    :func:`ddcore.tm.unroll.replayable`). Raises ``ValueError`` for another mode.
     """
-    start = trajectory[start_epoch]
-    target = trajectory[start_epoch + expert_epochs]
-    end = unroll(model, start, shapes, images, labels, syn_lr, chunks, augment)
-    losses, distances = matching_terms(end, start, target)
-    weights = supervision_weights(losses.detach(), distances)
-    loss = weighted_matching_loss(losses, distances, weights)
-    loss.backward()
+    loss, weights = matching_backward(
+        model, shapes, trajectory, start_epoch, expert_epochs, images, labels, syn_lr, chunks,
+        supervision_weights, augment, mode,
+    )  # fmt: skip
     pixel = pixel_weights(images.detach(), labels.detach())
     if pixel is not None and images.grad is not None:
         images.grad.mul_(pixel)
     kept = 1.0 if weights is None else float((weights != 0).float().mean())
     return StepResult(loss=float(loss.detach()), kept_fraction=kept, pixel_weighted=pixel is not None)
+
+
+def matching_backward(
+    model: nn.Module,
+    shapes: ParamShapes,
+    trajectory: torch.Tensor,
+    start_epoch: int,
+    expert_epochs: int,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    syn_lr: torch.Tensor,
+    chunks: Sequence[torch.Tensor],
+    supervision_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None],
+    augment: Augment | None = None,
+    mode: str = "full",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Steps 1-4 and the backward of step 5 without the pixel weighting and without reading any value
+    back to the host (so :mod:`ddcore.tm.memory` can run it on the ``meta`` device).
+
+    Returns ``(loss, weights)``: the loss (scalar, detached) and the supervision weights ``[P]`` (or
+    ``None``). Arguments as in :func:`matching_step`; raises ``ValueError`` for an unknown ``mode``.
+    """
+    if mode not in UNROLL_MODES:
+        raise ValueError(f"unknown unroll mode {mode!r}; choose one of {', '.join(UNROLL_MODES)}")
+    start = trajectory[start_epoch]
+    target = trajectory[start_epoch + expert_epochs]
+    if mode == "constant":
+        return _constant_memory_backward(
+            model, shapes, start, target, images, labels, syn_lr, chunks, supervision_weights, augment
+        )
+    end = unroll(model, start, shapes, images, labels, syn_lr, chunks, augment)
+    losses, distances = matching_terms(end, start, target)
+    weights = supervision_weights(losses.detach(), distances)
+    loss = weighted_matching_loss(losses, distances, weights)
+    loss.backward()
+    return loss.detach(), weights
+
+
+def _constant_memory_backward(
+    model: nn.Module,
+    shapes: ParamShapes,
+    start: torch.Tensor,
+    target: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    syn_lr: torch.Tensor,
+    chunks: Sequence[torch.Tensor],
+    supervision_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None],
+    augment: Augment | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Steps 2-4 and the backward of step 5 with :mod:`ddcore.tm.unroll`; returns ``(loss, weights)``.
+
+    The supervision weights enter exactly as in the full unroll: the loss is built on ``theta_N`` as
+    a leaf, and its gradient there is the adjoint the reverse walk starts from.
+    """
+    from ddcore.tm import unroll as constant
+
+    replay = constant.replayable(augment)
+    tape = constant.forward(model, start, shapes, images, labels, syn_lr, chunks, replay)
+    end = tape.end.detach().requires_grad_(True)
+    losses, distances = matching_terms(end, start, target)
+    weights = supervision_weights(losses.detach(), distances)
+    loss = weighted_matching_loss(losses, distances, weights)
+    (adjoint,) = torch.autograd.grad(loss, end)
+    del losses, end
+    grads = constant.backward(
+        model, shapes, tape, adjoint, images, labels, syn_lr, replay,
+        want_images=images.requires_grad, want_labels=labels.requires_grad and labels.ndim == 2,
+        want_lr=syn_lr.requires_grad,
+    )  # fmt: skip
+    for tensor, grad in ((images, grads.images), (labels, grads.labels), (syn_lr, grads.syn_lr)):
+        if grad is not None:
+            tensor.grad = grad if tensor.grad is None else tensor.grad + grad
+    return loss.detach(), weights

@@ -51,8 +51,8 @@ def subsets_command(as_json: bool) -> None:
 
 
 def dataset_context(dataset: str, plugins: tuple[str, ...], common: dict[str, Any]):
-    """A validated pipeline whose dataset is built: ``ctx`` for teachers, caches, devices, records."""
-    from ddcore.runner import Pipeline
+    """The run context of a validated run whose dataset is built: ``ctx`` for teachers, caches, devices, records."""
+    from ddcore import build_run_context
     from ddcore_compdd import plugin
 
     config: dict[str, Any] = {"dataset": dataset, "ipc": 1, "eval": {"runs": 0}}
@@ -61,9 +61,7 @@ def dataset_context(dataset: str, plugins: tuple[str, ...], common: dict[str, An
         if value not in (None, False):
             config[key] = str(value) if isinstance(value, Path) else value
     extra = [p for p in plugins if p != "compdd"]
-    pipeline = Pipeline(config, [plugin, *extra], quiet=common.get("quiet", True), write=False)
-    pipeline.build_dataset()
-    return pipeline.ctx
+    return build_run_context(config, [plugin, *extra], quiet=common.get("quiet", True))
 
 
 #: The miniature's default CAM layer: the 4x4 block of the ConvNetD5 teacher.

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from ddcore import ConfigError, DatasetOptions, ImageDataset
-from ddcore.data.imagefolder import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, ROOT_OPTION, _image_files, _names
+from ddcore.data.imagefolder import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, ROOT_OPTION, image_files, short_list
 from ddcore_compdd.cache import CachedSplit, cache_key, ensure_cache
 from ddcore_compdd.subsets import SubsetInfo, resolve_subset
 
@@ -55,20 +55,20 @@ def subset_files(root: Path, info: SubsetInfo) -> dict[str, list[list[str]]]:
                 missing.append(f"{split}/{wnid} ({name})")
                 per_class.append([])
                 continue
-            files = _image_files(folder)
+            files = image_files(folder)
             if not files:
                 empty.append(f"{split}/{wnid} ({name})")
             per_class.append(files)
         found[split] = per_class
     if missing:
         raise ConfigError(
-            f"compdd/{info.name}: {len(missing)} wnid folder(s) missing under {root}: {_names(missing)}; "
+            f"compdd/{info.name}: {len(missing)} wnid folder(s) missing under {root}: {short_list(missing)}; "
             f"{LAYOUT} ({ROOT_OPTION})"
         )
     if empty:
         raise ConfigError(
             f"compdd/{info.name}: wnid folder(s) with no images ({' '.join(IMAGE_SUFFIXES)}) under {root}: "
-            f"{_names(empty)} ({ROOT_OPTION})"
+            f"{short_list(empty)} ({ROOT_OPTION})"
         )
     return found
 

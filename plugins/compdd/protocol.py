@@ -10,15 +10,15 @@ real validation images of the subset's classes.
 The miniature (``compdd/mini-*``, 32 px grey digits on a CPU) keeps every choice but the size of the
 network and the epochs: ConvNetD3 (the depth for 32 px), width 32 and 300 epochs, ddcore's ``digits``
 evaluator preset. Nothing here trains a network itself: each repeat is
-:func:`ddcore.builtin.evaluate.evaluate_once` with these settings.
+:func:`ddcore.evaluation.evaluate_once` with these settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
 
 from ddcore import DistilledSet, ImageDataset
+from ddcore.evaluation import evaluate_once, shard_repeats, summarise
 from ddcore.models import ModelSpec
 from ddcore.presets import ResolvedEval, convnet_depth, resolve_eval
 
@@ -71,21 +71,8 @@ def evaluate_protocol(ctx, distilled: DistilledSet, settings: ResolvedEval) -> d
 
     Returns ``acc_mean``, ``acc_std`` (population std), ``acc_runs`` (percent) and ``epochs``.
     """
-    from accelerate.utils import gather_object
-
-    from ddcore.builtin.evaluate import evaluate_once
-
-    mine = list(range(settings.runs))[ctx.process_index :: ctx.num_processes]
-    results = []
-    with ctx.reporter.progress(f"Comp-DD protocol ({settings.runs} networks)", total=len(mine)) as advance:
-        for repeat in mine:
-            results.append((repeat, evaluate_once(ctx, settings, distilled, "distilled", repeat)))
-            advance(1)
-    gathered = sorted(gather_object(results) if ctx.num_processes > 1 else results)
-    accuracies = [accuracy for _, accuracy in gathered]
-    return {
-        "acc_mean": statistics.fmean(accuracies),
-        "acc_std": statistics.pstdev(accuracies),
-        "acc_runs": accuracies,
-        "epochs": settings.recipe.epochs,
-    }
+    accuracies = shard_repeats(
+        ctx, settings.runs, lambda repeat: evaluate_once(ctx, settings, distilled, "distilled", repeat),
+        title=f"Comp-DD protocol ({settings.runs} networks)",
+    )
+    return {**summarise(accuracies), "epochs": settings.recipe.epochs}

@@ -13,16 +13,14 @@ import click
 
 
 def _pipeline(dataset, data_root, image_size, seed, cache_dir, cpu, quiet, diffsel_options, plugins=()):
-    from ddcore.runner import Pipeline
+    from ddcore import build_run_context
 
     config: dict = {"dataset": dataset, "seed": seed, "ipc": 1, "cpu": cpu, "eval": {"runs": 0},
                     "plugin": {"diffsel": diffsel_options}}  # fmt: skip
     for key, value in (("data_root", data_root), ("image_size", image_size), ("cache_dir", cache_dir)):
         if value is not None:
             config[key] = str(value) if isinstance(value, Path) else value
-    pipeline = Pipeline(config, ["diffsel", *plugins], quiet=quiet, write=False)
-    pipeline.build_dataset()
-    return pipeline.ctx
+    return build_run_context(config, ["diffsel", *plugins], quiet=quiet)
 
 
 @click.group(name="diffsel")
@@ -61,7 +59,7 @@ def train_prior_command(plugins, dataset, data_root, image_size, seed, cache_dir
                         attention, batch_size, lr, checkpoint_every) -> None:  # fmt: skip
     """Train ddcore's class-conditional pixel prior on DATASET (cached, resumable)."""
     from ddcore.errors import ConfigError
-    from ddcore_cli.output import stdout
+    from rich.console import Console
     from ddcore_diffsel.pixel_prior import read_meta
     from ddcore_diffsel.train_prior import ensure_pixel_prior
 
@@ -81,7 +79,7 @@ def train_prior_command(plugins, dataset, data_root, image_size, seed, cache_dir
     if ctx.is_main_process:
         meta = read_meta(folder) or {}
         record = ctx.records["diffsel/prior"]
-        stdout().print(
+        Console().print(
             f"prior for {ctx.dataset.name}: {meta.get('steps')} steps ({record['trained_now']} trained now), "
             f"{record['size']} px, channels {meta.get('train', {}).get('channels')}\nfolder: {folder}\n"
             f"use it: dd run --plugin diffsel --set plugin.diffsel.prior='local-dir:{folder}'  (or prior = \"auto\")",

@@ -6,13 +6,14 @@ records the resolved recipe, the student network and the teacher's test accuracy
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict
 
 import torch
 
+from ddcore.evaluation import shard_repeats, summarise
 from ddcore.models import ModelSpec, build_model
 from ddcore.training import accuracy_on, fork_devices
+from ddcore.vocab import default_augment
 from ddcore_diffsel.config import DiffselConfig
 from ddcore_diffsel.kd import KDRecipe, train_student
 
@@ -22,7 +23,7 @@ DEFAULT_EPOCHS = 300
 
 def kd_recipe(config: DiffselConfig, dataset) -> KDRecipe:
     kd = config.kd
-    flip = kd.flip == "yes" or (kd.flip == "auto" and dataset.extra.get("default_augment", "crop_flip") != "crop")
+    flip = kd.flip == "yes" or (kd.flip == "auto" and default_augment(dataset) != "crop")
     return KDRecipe(epochs=kd.epochs or DEFAULT_EPOCHS, batch_size=kd.batch_size, lr=kd.lr, weight_decay=kd.weight_decay,
                     temperature=kd.temperature, cutmix=kd.cutmix, min_scale=kd.min_scale, flip=flip)  # fmt: skip
 
@@ -43,23 +44,16 @@ def kd_evaluate(ctx, distilled, config: DiffselConfig) -> dict | None:
     spec = student_spec(ctx, config)
     teacher = _teacher(ctx, dataset, config)
     channels, size, _ = dataset.image_shape
-    runs = list(range(config.kd.runs))[ctx.process_index :: ctx.num_processes]
-    results = []
-    with ctx.reporter.progress(f"KD evaluation ({config.kd.runs} students)", total=len(runs)) as advance:
-        for run in runs:
-            with torch.random.fork_rng(devices=fork_devices(ctx.device)):
-                torch.manual_seed(ctx.derive_seed("diffsel-kd", run, "init"))
-                student = build_model(spec, dataset.num_classes, channels, size)
-            generator = ctx.derive_generator("diffsel-kd", run)
-            train_student(student, teacher, distilled.images.detach(), recipe, generator, ctx.device)
-            results.append((run, 100.0 * accuracy_on(student, dataset.loader("test", 500), ctx.device)))
-            advance(1)
-    if ctx.num_processes > 1:
-        from accelerate.utils import gather_object
 
-        results = gather_object(results)
-    accuracies = [acc for _, acc in sorted(results)]
+    def one_student(run: int) -> float:
+        with torch.random.fork_rng(devices=fork_devices(ctx.device)):
+            torch.manual_seed(ctx.derive_seed("diffsel-kd", run, "init"))
+            student = build_model(spec, dataset.num_classes, channels, size)
+        generator = ctx.derive_generator("diffsel-kd", run)
+        train_student(student, teacher, distilled.images.detach(), recipe, generator, ctx.device)
+        return 100.0 * accuracy_on(student, dataset.loader("test", 500), ctx.device)
+
+    accuracies = shard_repeats(ctx, config.kd.runs, one_student, title=f"KD evaluation ({config.kd.runs} students)")
     teacher_acc = 100.0 * accuracy_on(teacher, dataset.loader("test", 500), ctx.device)
     ctx.record("diffsel/kd", {"recipe": asdict(recipe), "student": asdict(spec), "teacher_acc": teacher_acc})
-    return {"kd_acc_mean": statistics.fmean(accuracies), "kd_acc_std": statistics.pstdev(accuracies),
-            "kd_acc_runs": accuracies, "kd_teacher_acc": teacher_acc}  # fmt: skip
+    return {**summarise(accuracies, prefix="kd_acc"), "kd_teacher_acc": teacher_acc}

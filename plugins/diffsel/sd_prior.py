@@ -21,6 +21,15 @@ from ddcore import PluginError
 from ddcore_diffsel.priors import NULL, DiffusionPrior
 
 COMPONENTS = ("vae", "unet", "text_encoder", "tokenizer", "scheduler")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+#: Files each component folder must hold (any one of the alternatives).
+REQUIRED_FILES = {
+    "vae": [("config.json",)],
+    "unet": [("config.json",)],
+    "text_encoder": [("config.json",)],
+    "tokenizer": [("vocab.json", "merges.txt"), ("tokenizer.json",)],
+    "scheduler": [("scheduler_config.json",)],
+}
 
 
 def _transformers():
@@ -139,11 +148,52 @@ def load_latent_prior(folder: Path, source: str, device="cpu") -> LatentTextPrio
         "tokenizer": lambda: transformers.CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
         "scheduler": lambda: DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True),
     }
+    for name, files in REQUIRED_FILES.items():  # from_pretrained would fall back to defaults for some of these
+        if not any(all((folder / name / f).is_file() for f in choice) for choice in files):
+            wanted = " or ".join(" + ".join(choice) for choice in files)
+            raise PluginError(f"{source}: the {name}/ folder has no {wanted} (config key plugin.diffsel.prior)")
     parts = {}
-    for name, load in loaders.items():
-        try:
-            parts[name] = load()
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PluginError(f"{source}: cannot load the {name} ({first}) (config key plugin.diffsel.prior)") from None
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # its load report and progress bars would print before our one line
+    transformers.logging.disable_progress_bar()
+    try:
+        for name, load in loaders.items():
+            try:
+                parts[name] = load()
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if "ignore_mismatched_sizes" in first:
+                    first = "its weights do not have the shapes its config.json gives"
+                raise PluginError(f"{source}: cannot load the {name} ({first}) (config key plugin.diffsel.prior)") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+    check_parts(parts, source)
     return LatentTextPrior(source=source, device=device, **parts)
+
+
+def check_parts(parts: dict, source: str) -> None:
+    """Refuse, in one line, components that load but do not fit together (they would fail mid-scoring)."""
+    vae, unet, text, tokenizer, scheduler = (parts[name] for name in COMPONENTS)
+
+    def refuse(what: str) -> None:
+        raise PluginError(f"{source}: {what} (config key plugin.diffsel.prior)")
+
+    kind = scheduler.config.prediction_type
+    if kind not in PREDICTION_TYPES:
+        refuse(f"the scheduler's prediction_type {kind!r} is not one of {', '.join(PREDICTION_TYPES)}")
+    if vae.config.latent_channels != unet.config.in_channels or unet.config.out_channels != unet.config.in_channels:
+        refuse(f"the vae makes {vae.config.latent_channels}-channel latents, the unet takes {unet.config.in_channels} "
+               f"and predicts {unet.config.out_channels} channels")  # fmt: skip
+    if text.config.hidden_size != unet.config.cross_attention_dim:
+        refuse(f"the text_encoder's hidden size is {text.config.hidden_size}, the unet's cross_attention_dim "
+               f"{unet.config.cross_attention_dim}")  # fmt: skip
+    if len(tokenizer) > text.config.vocab_size:
+        refuse(f"the tokenizer has {len(tokenizer)} tokens, the text_encoder embeds only {text.config.vocab_size}")
+    positions = int(text.config.max_position_embeddings)
+    if tokenizer.model_max_length > 10**6:  # no model_max_length in tokenizer_config.json: the encoder's length
+        tokenizer.model_max_length = positions
+    elif tokenizer.model_max_length > positions:
+        refuse(f"the tokenizer pads prompts to {tokenizer.model_max_length} tokens, the text_encoder has "
+               f"{positions} positions")  # fmt: skip

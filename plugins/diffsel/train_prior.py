@@ -162,6 +162,8 @@ def train_pixel_prior(ctx: RunContext, dataset: ImageDataset, config: PriorTrain
             a = alphas[steps_t].view(-1, 1, 1, 1)
             noisy = a.sqrt() * clean + (1 - a).sqrt() * eps
             loss = F.mse_loss(model(noisy, steps_t, class_labels=labels.to(device)).sample, eps)
+            if world > 1:  # the processes' gradients are averaged: weigh each by its share of the batch
+                loss = loss * (len(eps) * world / config.batch_size)
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
             optimizer.zero_grad(set_to_none=True)

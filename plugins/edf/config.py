@@ -61,7 +61,8 @@ class EDFConfig:
             to ImageNet statistics for torchvision models), ``dataset`` or ``imagenet``.
         cam_samples: Smooth Grad-CAM++: noisy copies per image.
         cam_noise: Smooth Grad-CAM++: the noise's standard deviation (normalised units).
-        cam_batch_size: images per CAM forward pass (``0``: all at once).
+        cam_batch_size: images per CAM forward pass (``0``: as many as cost no more memory than one
+            matching step of the run, projected; all at once when that fits).
         class_index: the CAM model's class for each dataset class (``[]``: the same index when the
             label spaces match, else the dataset's ``imagenet_index``).
     """

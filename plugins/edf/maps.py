@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ddcore import RunContext
-from ddcore.cam import default_layer_name, grad_cam, resolve_layer
+from ddcore.cam import cam_chunk_size, default_layer_name, grad_cam, resolve_layer
 from ddcore_edf.cam_model import IMAGENET_MEAN, IMAGENET_STD, class_map, load_cam_model, probe_classes, renormalize
 from ddcore_edf.config import EDFConfig
 from ddcore_edf.dae import last_refresh, thresholds
@@ -39,6 +39,7 @@ class CamMaps:
     step: int = -1
     refreshes: int = 0
     active: list[float] = field(default_factory=list)  # share of pixels at or above the threshold, per refresh
+    chunk: int | None = None  # images per CAM pass when cam_batch_size = 0 (bounded by memory), fixed at first use
 
     @classmethod
     def build(cls, ctx: RunContext, config: EDFConfig) -> "CamMaps":
@@ -72,8 +73,28 @@ class CamMaps:
         return grad_cam(
             self.model, self.layer, inputs, targets,
             method=config.cam_method, samples=config.cam_samples, noise=config.cam_noise,
-            generator=ctx.derive_generator("edf", "cam", step), batch_size=config.cam_batch_size or None,
+            generator=ctx.derive_generator("edf", "cam", step),
+            batch_size=config.cam_batch_size or self.chunk_size(ctx, config, images),
         )  # fmt: skip
+
+    def chunk_size(self, ctx: RunContext, config: EDFConfig, images: torch.Tensor) -> int | None:
+        """Images per CAM pass for ``cam_batch_size = 0``: the most whose pass costs no more memory than one
+        matching step of this run (the smaller of the two unrolls' projected peaks, excluding the state
+        both hold), so a refresh never raises the run's peak. ``None`` (all at once) when the run has no
+        trajectory-matching plan. Depends only on the run's settings, never on the device's free memory,
+        so a resumed run chunks as the original did (the maps do not depend on the chunking anyway)."""
+        if self.chunk is None:
+            from ddcore.tm.memory import projected_step_bytes
+
+            budget = projected_step_bytes(ctx)
+            if budget is None:
+                return None
+            self.chunk = cam_chunk_size(
+                self.model, self.layer, tuple(images.shape[1:]), images.shape[0], budget,
+                method=config.cam_method, samples=config.cam_samples,
+            )  # fmt: skip
+            ctx.records.setdefault("edf", {}).setdefault("cam", {})["chunk"] = self.chunk
+        return self.chunk
 
     def current(self, ctx: RunContext, config: EDFConfig, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
         """The maps in use at ``step``: recomputed when due, else the last ones (reloaded after a resume)."""

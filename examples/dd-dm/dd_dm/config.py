@@ -19,11 +19,13 @@ class DMConfig:
 
     The reference (``main_DM.py``) runs 20000 iterations with ``lr_img = 1``, ``batch_real = 256``,
     SGD momentum 0.5 and a ConvNet-128 embedding. The defaults here are sized for the embedded
-    ``digits`` on a CPU (see the README): 1000 iterations at ``lr_img = 1``... see ``DMConfig`` docs.
+    ``digits`` on a CPU (see the README): 200 iterations, 64 real images per class, the run's network
+    (ConvNet-D3 width 32 on digits), and ``lr_img = ipc`` when unset (filled in by the plugin's
+    ``configure``, :func:`dd_dm.plugin.configure`).
 
     Attributes:
         iterations: outer iterations; each draws a fresh randomly initialised embedding network.
-        lr_img: SGD learning rate on the synthetic images.
+        lr_img: SGD learning rate on the synthetic images (unset in a run: the run's ``ipc``).
         momentum: SGD momentum on the synthetic images (0.5 in the reference).
         batch_real: real images per class per iteration (all of a class when it has fewer).
         embed: the embedding network: ``run`` (the run's network, ``[eval]`` model), or a model name
@@ -38,7 +40,7 @@ class DMConfig:
         eval_runs: networks per periodic evaluation (the ``[eval]`` recipe).
     """
 
-    iterations: int = 1000
+    iterations: int = 200
     lr_img: float = 1.0
     momentum: float = 0.5
     batch_real: int = 64
@@ -46,7 +48,7 @@ class DMConfig:
     embed_width: int = 0
     dsa: bool = True
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    checkpoint_every: int = 100
+    checkpoint_every: int = 50
     eval_every: int = 0
     eval_runs: int = 1
 

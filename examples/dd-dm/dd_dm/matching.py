@@ -10,9 +10,11 @@ with the real side a constant (no gradient). Its gradient moves each synthetic i
 synthetic class mean embedding moves towards the real one.
 
 >>> net = embedding_network(ModelSpec("convnet", width=4, depth=1), 2, 1, 4, seed=0)
->>> real = torch.ones(3, 1, 4, 4)
->>> float(class_loss(embedder(net), real, real[:1].clone()))  # the same images: the same mean embedding
+>>> real = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+>>> float(class_loss(embedder(net), real, real.clone()))  # the same images: the same mean embedding
 0.0
+>>> float(class_loss(embedder(net), real, real[:1] + 1.0)) > 0
+True
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ per-element matching loss to act on here), which ddcore records as not called.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from ddcore import hookimpl
 from dd_dm.config import DMConfig
@@ -20,11 +20,26 @@ PLUGIN_NAME = "dm"
 name = PLUGIN_NAME
 
 
+def configure(table: Mapping[str, Any], family: str, ipc: int) -> dict[str, Any]:
+    """Fill ``dm.lr_img`` when the run leaves it unset: ``ipc`` (the reference's 1.0 per image of a class).
+
+    The gradient on one synthetic image is ``1/ipc`` of its class's (the loss compares class means), and
+    these defaults run 200 iterations where the reference runs 20000, so the step per image is kept
+    the same at every IPC. An explicit ``dm.lr_img`` always wins; the resolved value is recorded.
+
+    >>> configure({}, "digits", 10)["lr_img"], configure({"lr_img": 0.5}, "digits", 10)["lr_img"]
+    (10.0, 0.5)
+    """
+    resolved = dict(table)
+    resolved.setdefault("lr_img", float(ipc))
+    return resolved
+
+
 @hookimpl
 def dd_register_distillers(register: Callable[..., None]) -> None:
     from dd_dm.distiller import CALLS, NAME, DMDistiller
 
     register(
-        NAME, DMDistiller, config_class=DMConfig, calls=CALLS,
+        NAME, DMDistiller, config_class=DMConfig, calls=CALLS, configure=configure,
         description="distribution matching (DM, Zhao & Bilen 2023): class-mean embeddings under random networks",
     )  # fmt: skip

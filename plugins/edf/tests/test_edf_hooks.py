@@ -27,7 +27,7 @@ def test_pixel_weights_are_the_soft_mask_of_the_cam_maps(edf_context, synthetic)
 
 
 def test_maps_are_refreshed_every_interval_and_reused_between(edf_context, synthetic, monkeypatch):
-    ctx = edf_context(interval=3)
+    ctx = edf_context(interval=3, beta=1.5)  # weights: 1 outside the emphasised pixels, M + 1.5 >= 1.5 inside
     images, labels = synthetic(ctx)
     computed = []
     real = ddcore_edf.maps.CamMaps.compute
@@ -38,7 +38,10 @@ def test_maps_are_refreshed_every_interval_and_reused_between(edf_context, synth
     assert computed == [0, 3, 6]
     assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
     assert not torch.equal(outputs[2], outputs[3])
-    assert plugin.dd_evaluate(ctx, None) == {"cam_refreshes": 3, "active_fraction": pytest.approx(sum(ctx.stash["edf_maps"].active) / 3)}
+    # the share of emphasised pixels, from the weights each refresh produced (not from the plugin's counters)
+    emphasised = [float((outputs[step] != 1).float().mean()) for step in (0, 3, 6)]
+    assert all(0 < share < 1 for share in emphasised) and len(set(emphasised)) > 1
+    assert plugin.dd_evaluate(ctx, None) == {"cam_refreshes": 3, "active_fraction": pytest.approx(sum(emphasised) / 3)}
 
 
 def test_smooth_gradcampp_is_seeded_by_the_run(edf_context, synthetic):

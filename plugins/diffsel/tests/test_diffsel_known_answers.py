@@ -1,0 +1,111 @@
+"""Known answers for the knowledge-distillation evaluator (``[plugin.diffsel.kd]``).
+
+A dataset whose right answer is known by construction: class ``k`` is a bright band over rows
+``4k..4k+3`` of a 16 px image (a horizontal band survives the evaluator's crops, flips and CutMix).
+A teacher trained on the training split and a student taught by it on one image per class both
+learn the rule. The datasets share the training split and the test images; only the test labels
+differ (as ``tests/core_support.py`` builds them for ddcore's own known-answer tests):
+
+- ``ka/clean``: labels follow the rule -> teacher and student score 100 %;
+- ``ka/shifted``: every test label is the next class -> exactly 0 % (a network tested on the
+  training split would score 100 %);
+- ``ka/chance``: each test image appears once with every label -> exactly 25 % for any classifier.
+
+The KD evaluator never reads the distilled labels (the teacher supervises): a distilled set with
+every label moved to the next class still gives 100 % on ``ka/clean``, where the built-in evaluator,
+which does train on those labels, gives 0 %.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddcore import hookimpl
+from ddcore.data.base import ImageDataset, TensorSplit
+from ddcore.distilled import DistilledSet
+
+CLASSES, SIDE, BAND = 4, 16, 4
+RIGHT_ANSWER = {"clean": 100.0, "shifted": 0.0, "chance": 100.0 / CLASSES}
+KD = {"runs": 1, "epochs": 40, "lr": 0.01}  # the evaluator's own crops, flips and CutMix stay on
+TEACHER_EPOCHS = 60  # 64 training images: one step per epoch
+
+
+def bands(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(CLASSES).repeat_interleave(per_class)
+    images = torch.randn(len(labels), 1, SIDE, SIDE, generator=generator) * 0.5
+    for i, k in enumerate(labels.tolist()):
+        images[i, :, BAND * k : BAND * (k + 1), :] += 3.0
+    return images, labels
+
+
+def known_answer_dataset(kind: str) -> ImageDataset:
+    train_images, train_labels = bands(16, seed=1)
+    test_images, test_labels = bands(8, seed=2)
+    if kind == "shifted":
+        test_labels = (test_labels + 1) % CLASSES
+    elif kind == "chance":
+        test_images = test_images.repeat_interleave(CLASSES, dim=0)
+        test_labels = torch.arange(CLASSES).repeat(len(test_labels))
+    return ImageDataset(
+        name=f"ka/{kind}", class_names=[f"band{k}" for k in range(CLASSES)],
+        train=TensorSplit(train_images, train_labels), test=TensorSplit(test_images, test_labels),
+        image_shape=(1, SIDE, SIDE), mean=(0.0,), std=(1.0,), extra={"default_augment": "none"},
+    )  # fmt: skip
+
+
+class KnownAnswerData:
+    name = "known-answers"
+
+    @hookimpl
+    def dd_register_datasets(self, register):
+        for kind in RIGHT_ANSWER:
+            register(f"ka/{kind}", lambda options, kind=kind: known_answer_dataset(kind))
+
+
+class NextClassLabels:
+    """``dd_initialize``: the selected images with every label moved to the next class."""
+
+    name = "next-class-labels"
+
+    @hookimpl
+    def dd_initialize(self, ctx, selection):
+        dataset = ctx.dataset
+        labels = (selection.labels + 1) % CLASSES
+        return DistilledSet(selection.images.clone(), labels, list(dataset.class_names), dataset.mean, dataset.std)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One cache per module: the teacher of each dataset is trained once."""
+    return str(tmp_path_factory.mktemp("ka-cache"))
+
+
+def kd_run(run_tiny, cache: str, kind: str, plugins=(), eval_runs: int = 0, **config):
+    return run_tiny(
+        plugins=[KnownAnswerData(), "diffsel", *plugins], dataset=f"ka/{kind}", select="random-real", cache_dir=cache,
+        eval={"runs": eval_runs, "epochs": 40, "width": 8, "batch_size": 16, "lr": 0.05},
+        plugin={"diffsel": {"teacher_epochs": TEACHER_EPOCHS, "kd": dict(KD)}}, **config,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(RIGHT_ANSWER))
+def test_teacher_and_kd_students_score_the_known_answer(run_tiny, shared_cache, kind):
+    result = kd_run(run_tiny, shared_cache, kind)
+    expected = RIGHT_ANSWER[kind]
+    assert result.metrics["diffsel/kd_teacher_acc"] == expected
+    assert result.metrics["diffsel/kd_acc_runs"] == [expected]
+    assert result.metrics["diffsel/kd_acc_mean"] == expected and result.metrics["diffsel/kd_acc_std"] == 0.0
+    assert result.manifest["records"]["diffsel/kd"]["teacher_acc"] == expected
+    teacher = next(v for k, v in result.manifest["records"].items() if k.startswith("teachers/"))
+    assert teacher["test_acc"] == expected  # the teacher's own file measured it on the test split too
+
+
+def test_kd_ignores_the_distilled_labels(run_tiny, shared_cache):
+    """Next-class labels: the built-in evaluator learns them (0 %), the KD student learns the teacher (100 %)."""
+    result = kd_run(run_tiny, shared_cache, "clean", plugins=[NextClassLabels()], eval_runs=1,
+                    initialize="next-class-labels")  # fmt: skip
+    assert result.distilled.meta["initialized_by"] == "next-class-labels"
+    assert result.metrics["eval/acc_runs"] == [0.0]
+    assert result.metrics["diffsel/kd_acc_runs"] == [100.0]
