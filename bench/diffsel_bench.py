@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -201,7 +202,7 @@ def prior_quality(args) -> dict:
     from ddcore.data.digits import load_digits_dataset
     from ddcore_diffsel.pixel_prior import load_prior, prior_input
 
-    prior = load_prior(args.prior_quality)
+    prior = load_prior(Path(args.prior_quality))
     dataset = load_digits_dataset(DatasetOptions())
     n = min(args.quality_images, len(dataset.test))
     images, labels = dataset.load("test", list(range(n)))

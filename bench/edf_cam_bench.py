@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What EDF's activation maps cost, measured side by side in one run (CPU, digits).
+"""What EDF's activation maps cost, measured side by side in one run (digits; CPU unless ``--device``).
 
     .venv/bin/python bench/edf_cam_bench.py            # about 3-6 min on a 2-core CPU
     .venv/bin/python bench/edf_cam_bench.py --quick    # smoke test
@@ -21,6 +21,9 @@ the CAM model (the run's own classifier is that network):
     (``/proc/self/clear_refs``), runs one refresh and reads ``VmHWM``: the figure is that peak minus
     the RSS before (``ru_maxrss`` over the child's life if the mark cannot be reset). With
     ``--device cuda`` it is ``torch.cuda.max_memory_allocated()`` minus the memory allocated before.
+(d) with ``--resnet-check`` only: an ImageNet-shaped ResNet-18 at 128 px (the EDF authors' CAM model),
+    the time of one ``grad_cam`` call on ``--device`` and how far its maps are from the CPU's (the
+    GPU figures of docs/edf.md; run with ``--device cuda``).
 
 Repetitions are interleaved (a, b, c, a, b, c, ...; the order rotates), so a change in machine load
 hits every variant alike; medians are reported, the ratios are of medians, and for batched against
@@ -143,6 +146,37 @@ def memory_table(ipcs: list[int], device: str, threads: int) -> list[dict]:
     return rows
 
 
+def resnet_check(args) -> None:
+    """(d) The GPU figures of docs/edf.md: an ImageNet-shaped ResNet-18 (torchvision, random weights, 1000
+    classes) on ``--resnet-images`` random 128 px images with random targets. For each layer (``layer3``,
+    ``layer4``) and method: the median time of one ``grad_cam`` call on ``--device``, and the largest
+    difference between the maps on ``--device`` and on the CPU (both in [0, 1])."""
+    import copy
+
+    from torchvision.models import resnet18
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = resnet18(num_classes=1000).eval().requires_grad_(False)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(args.resnet_images, 3, 128, 128, generator=generator)
+    targets = torch.randint(0, 1000, (args.resnet_images,), generator=generator)
+    on_device = copy.deepcopy(model).to(device)
+    if device.type == "cuda":
+        print(f"TF32: matmul {torch.backends.cuda.matmul.allow_tf32}, cudnn {torch.backends.cudnn.allow_tf32}")
+    for layer in ("layer3", "layer4"):
+        for short, method in METHODS.items():
+            def run(net, dev):
+                return grad_cam(net, layer, images.to(dev), targets.to(dev), method=method,
+                                generator=torch.Generator().manual_seed(1))  # fmt: skip
+            cpu_maps = run(model, torch.device("cpu"))
+            device_maps = run(on_device, device)  # also the warm-up
+            gap = (device_maps.cpu() - cpu_maps).abs().max().item()
+            times = [timed(lambda: run(on_device, device), device) for _ in range(args.reps)]
+            print(f"  ResNet-18 {layer} {short:<8} {args.resnet_images} images at 128 px on {device}: median "
+                  f"{1000 * statistics.median(times):.1f} ms; largest |maps on {device} - maps on cpu| {gap:.2e}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -153,6 +187,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--memory", action="store_true", help="also (c): peak memory of one refresh, per way")
     parser.add_argument("--no-per-image", action="store_true", help="skip the per-image reference loop")
+    parser.add_argument("--resnet-check", action="store_true", help="only (d): ResNet-18 at 128 px, time and device/CPU map gap")
+    parser.add_argument("--resnet-images", type=int, default=64)
     parser.add_argument("--memory-child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -170,6 +206,9 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
           + f", {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}, reps {reps}, syn_steps {syn_steps}")  # fmt: skip
 
+    if args.resnet_check:
+        resnet_check(args)
+        return
     ways = ["batched", "per-class"] + ([] if args.no_per_image else ["per-image"])
     for ipc in ipcs:
         dataset, images, labels = digits_images(ipc)

@@ -35,6 +35,9 @@ LOG_FILE = "run.log"
 TM_LOG_FILE = "tm_log.json"
 CHECKPOINT_DIR = "checkpoints"
 INITIAL_FILE = "initial.pt"
+#: What the run had recorded (``ctx.records``) and timed (stages) when the initial set was saved, so that a
+#: resumed run, which reloads the initial set instead of selecting again, reports them too.
+INITIAL_RECORDS_FILE = "initial-records.json"
 
 
 def class_grid(distilled: DistilledSet, pad: int = 2, min_cell: int = 32) -> torch.Tensor:

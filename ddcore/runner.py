@@ -286,6 +286,12 @@ class Pipeline:
         saved = ctx.out_dir / artifacts.CHECKPOINT_DIR / artifacts.INITIAL_FILE if ctx.out_dir else None
         if saved is not None and saved.exists():
             ctx.reporter.info(f"resuming: initial set from {saved}")
+            records = saved.with_name(artifacts.INITIAL_RECORDS_FILE)
+            if records.exists():
+                before = artifacts.read_json(records, "initial records")
+                ctx.records.update({k: v for k, v in before.get("records", {}).items() if k not in ctx.records})
+                for name, stage in before.get("stages", {}).items():
+                    self.stages.stages.setdefault(name, {**stage, "resumed": True})
             return DistilledSet.load(saved)
         with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
             distilled = self.distiller.initial_set(session)
@@ -295,6 +301,7 @@ class Pipeline:
             with self.stages.stage("initialize"):
                 distilled = self.hooks.initialize(ctx, selection)
         if saved is not None and self.config.distill != NONE and ctx.is_main_process:
+            write_json(saved.with_name(artifacts.INITIAL_RECORDS_FILE), {"records": ctx.records, "stages": self.stages.to_dict()})
             distilled.save(saved)
         return distilled
 

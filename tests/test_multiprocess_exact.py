@@ -81,11 +81,11 @@ def test_experts_trained_by_two_processes_equal_one_process_training(two_process
             theirs = read_expert(expert_path(folder, index))
             assert theirs["index"] == index and theirs["trajectory"].shape == mine["trajectory"].shape
             torch.testing.assert_close(theirs["trajectory"], mine["trajectory"], rtol=0, atol=1e-6, msg=f"expert {index}")
-            assert theirs["test_acc"] == pytest.approx(mine["test_acc"]) and theirs["final_train_acc"] == pytest.approx(
-                mine["final_train_acc"]
-            )
+            assert theirs["test_acc"] == pytest.approx(mine["test_acc"])
+            assert theirs["final_train_acc"] == pytest.approx(mine["final_train_acc"])
         # the experts differ from each other, so a process training the wrong index would show
-        assert not torch.allclose(read_expert(expert_path(folder, 0))["trajectory"], read_expert(expert_path(folder, 1))["trajectory"])
+        first, second = (read_expert(expert_path(folder, i))["trajectory"] for i in (0, 1))
+        assert not torch.allclose(first, second)
 
 
 def averaged_reference(ctx, initial, experts, processes: int = 2):

@@ -132,8 +132,9 @@ def test_a_process_killed_with_sigkill_resumes_to_the_same_result(tmp_path):
     subprocess.run([*dd, "--config", _toml(tmp_path, "whole"), "--plugin", hold], check=True, capture_output=True, env=env)
     marker, log = tmp_path / "held", tmp_path / "cut.stderr"
     with log.open("wb") as stderr:
-        process = subprocess.Popen([*dd, "--config", _toml(tmp_path, "cut"), "--plugin", hold], stdout=subprocess.DEVNULL,
-                                   stderr=stderr, env={**env, "DD_TEST_HOLD_AT": "3", "DD_TEST_HOLD_MARKER": str(marker)})  # fmt: skip
+        held = {**env, "DD_TEST_HOLD_AT": "3", "DD_TEST_HOLD_MARKER": str(marker)}
+        process = subprocess.Popen([*dd, "--config", _toml(tmp_path, "cut"), "--plugin", hold],
+                                   stdout=subprocess.DEVNULL, stderr=stderr, env=held)  # fmt: skip
         try:
             deadline = time.monotonic() + 300
             while not marker.exists() and process.poll() is None and time.monotonic() < deadline:

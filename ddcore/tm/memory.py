@@ -10,10 +10,11 @@ allocator (checked against the real CPU step in ``tests/test_tm_memory.py``). It
 small values of ``syn_steps`` and extended linearly (both unrolls are exactly linear in ``syn_steps``:
 the full one keeps one more step's graph per step, the constant one one more parameter vector).
 
-What it leaves out: the augmentation (DSA keeps at most a sampling grid and a copy of the minibatch
-per step, under 1% of a ConvNet's activations at 32 px and above), the allocator's own overhead and
-fragmentation (:data:`OVERHEAD`), and whatever else the process holds (the CUDA context, the data set,
-the evaluator; :data:`COMFORT` and :data:`FIT` leave room for them).
+What it leaves out: the augmentation (DSA keeps a few copies of the minibatch and a sampling grid per
+step: ConvNet-D5 width 128 at 128 px measures 48.4 MiB per image per inner step with DSA against the
+projected 46.0 MiB, ``bench/tm_scale.py`` (b)), the allocator's own overhead and fragmentation (both
+covered by :data:`OVERHEAD`), and whatever else the process holds (the CUDA context, the data set, the
+evaluator; :data:`COMFORT` and :data:`FIT` leave room for them).
 
 **The choice** (:func:`plan_unroll`): with ``need = OVERHEAD x (projected step peak + resident state)``
 and the device ``budget`` (a CUDA device's total memory; on the CPU the available RAM divided by the
@@ -43,8 +44,8 @@ if TYPE_CHECKING:
 
 MiB = 2**20
 GiB = 2**30
-#: Factor on the projected tensor bytes for allocator overhead and fragmentation (glibc and the CUDA
-#: caching allocator measured 1.0-1.1x of the live tensor peak in bench/tm_bench.py and bench/tm_scale.py).
+#: Factor on the projected tensor bytes for the augmentation (about +5%), allocator overhead and
+#: fragmentation (peak RSS was 1.1x the live tensor peak in bench/tm_bench.py).
 OVERHEAD = 1.2
 #: ``auto`` keeps the (faster) full unroll only while it needs at most this share of the budget.
 COMFORT = 0.5

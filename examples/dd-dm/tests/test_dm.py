@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from dd_dm import matching
+from dd_dm import matching, plugin
 from dd_dm.config import DMConfig
 from dd_dm.distiller import CALLS, DMDistiller, DistributionMatcher
 from dd_dm.matching import class_loss, dm_loss, embedder, embedding_network, head, siamese_dsa
@@ -26,8 +26,9 @@ def random_images(n: int, seed: int, shift: float = 0.0) -> torch.Tensor:
     return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) + shift
 
 
-def test_doctests() -> None:
-    result = doctest.testmod(matching)
+@pytest.mark.parametrize("module", [matching, plugin])
+def test_doctests(module) -> None:
+    result = doctest.testmod(module)
     assert result.attempted >= 1 and result.failed == 0
 
 
@@ -49,7 +50,7 @@ def test_gradient_of_the_identity_embedding_is_the_mean_gap() -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_gradient_step_pulls_the_synthetic_mean_embedding_towards_the_real_one(seed: int) -> None:
     # Planted: the real class is bright (+1.5), the synthetic images are plain noise.
-    embed = embedder(embedding_network(ModelSpec("convnet", width=16, depth=3), 10, 1, 8 * 4, seed=seed))
+    embed = embedder(embedding_network(ModelSpec("convnet", width=16, depth=3), 10, 1, 32, seed=seed))
     real = torch.randn(32, 1, 32, 32, generator=torch.Generator().manual_seed(10 + seed)) + 1.5
     syn = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(20 + seed)).requires_grad_(True)
     loss = class_loss(embed, real, syn)
@@ -66,14 +67,14 @@ def test_a_gradient_step_pulls_the_synthetic_mean_embedding_towards_the_real_one
 
 
 def test_loss_is_zero_when_synthetic_equals_real_under_the_same_dsa_draw() -> None:
-    embed = embedder(embedding_network(ModelSpec("convnet", width=8, depth=3), 2, 1, 32, seed=0))
-    real = [torch.randn(5, 1, 32, 32, generator=torch.Generator().manual_seed(c)) for c in range(2)]
+    embed = embedder(embedding_network(ModelSpec("convnet", width=4, depth=2), 2, 1, 16, seed=0))
+    real = [torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(c)) for c in range(2)]
     dsa = DSA()
     seen = set()
     for seed in range(12):  # every family gets drawn
         generator = torch.Generator().manual_seed(seed)
         probe = torch.Generator().manual_seed(seed)
-        seen.add(dsa.sample((5, 1, 32, 32), probe).family)
+        seen.add(dsa.sample((5, 1, 16, 16), probe).family)
         assert dm_loss(embed, real, [r.clone() for r in real], dsa, generator).item() == 0.0
     assert seen == set(FAMILIES)
     # Two independent draws (not siamese) do not match: DM needs the same draw on both sides.
@@ -143,6 +144,7 @@ def one_per_class(ctx, per_class: int = 1) -> DistilledSet:
     return DistilledSet(images, labels, list(dataset.class_names), dataset.mean, dataset.std, meta={"selected_by": "test"})
 
 
+@pytest.mark.slow  # two run contexts
 def test_pixel_weights_multiply_the_image_gradient(dd_context) -> None:
     mask = HalfMask()
     ctx = dd_context(plugins=["dm", mask], distill="dm")
@@ -174,6 +176,7 @@ def test_one_iteration_lowers_the_loss_of_its_own_draw(dd_context) -> None:
     assert again.step()["loss"] < first  # iteration 0 again (same network and batches), after the update
 
 
+@pytest.mark.slow  # ten iterations in all
 def test_resume_from_a_state_dict_is_bit_identical(dd_context) -> None:
     ctx = dd_context(plugins=["dm"], distill="dm")
     initial = one_per_class(ctx, per_class=2)
@@ -221,7 +224,6 @@ def test_an_embedding_the_images_do_not_fit_is_refused_by_check(dd_context) -> N
 def test_registers_distiller_dm_against_the_ddcore_hookspecs() -> None:
     import pluggy
 
-    from dd_dm import plugin
     from ddcore import hookspecs
     from ddcore.distillers import DistillerRegistry
 

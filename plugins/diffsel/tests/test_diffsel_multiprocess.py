@@ -10,14 +10,17 @@ one-process references run the same command line without torchrun, so both sides
   process, so the saved pool (labels, sources, boxes, scores, features) and the selection must be
   **equal**, not just close.
 - **Prior training.** Every step draws the whole batch and process ``p`` trains on rows ``p, p+2, ...``;
-  Accelerate averages the two processes' gradients. The loss is scaled so that this average is the
-  whole batch's mean gradient even when the halves differ in size, so the two trainings compute the
-  same function. They are **not bit-identical**: one process sums the per-row gradients in one order,
-  two processes sum each half and then add the halves (the all-reduce), and float addition is not
-  associative. The difference starts at rounding level (about 1e-7 relative) and AdamW carries it on;
-  after a few steps the weights agree to about 1e-5 relative. The test checks that bound, that the
-  weights are not equal by accident of not training, and that the first step's weights are equal to
-  rounding (the gradients agree before AdamW amplifies anything).
+  Accelerate averages the two processes' gradients. Each process's loss is weighed by its share of
+  the batch, so the average is the whole batch's mean gradient even when the halves differ in size
+  (batch 9: 5 + 4 rows; unweighted, the first gradient was off by 11%). The trainings are **not
+  bit-identical**: one process sums the per-row gradients in one order, two processes sum each half
+  and then add the halves (the all-reduce), and float addition is not associative. The test checks
+  the first step's gradient (after the all-reduce) against the one-process gradient to 1e-5 of its
+  norm (measured: 4e-7), and the trained priors' predictions after 4 steps to 1e-4. The weights
+  themselves may differ by up to twice the learning rate per step in parameters whose gradient is
+  zero in exact arithmetic (a bias or time-embedding shift right before a GroupNorm): there the
+  gradient is rounding noise, AdamW divides it by its own size and takes a full step of random sign.
+  GroupNorm removes such a shift again, so the predictions do not see it.
 """
 
 from __future__ import annotations
@@ -44,20 +47,41 @@ def _env() -> dict:
     return env
 
 
-def _dd(args: list[str], cwd, processes: int) -> subprocess.CompletedProcess:
+#: ``dd`` that saves the first optimiser step's gradients (rank 0, after the all-reduce) to $GRAD_OUT.
+GRADIENT_DRIVER = r"""
+import os, sys, torch
+original = torch.optim.AdamW.step
+def step(self, *args, **kwargs):
+    if not getattr(step, "done", False) and int(os.environ.get("RANK", "0")) == 0 and os.environ.get("GRAD_OUT"):
+        torch.save([p.grad.detach().clone() for g in self.param_groups for p in g["params"]], os.environ["GRAD_OUT"])
+    step.done = True
+    return original(self, *args, **kwargs)
+torch.optim.AdamW.step = step
+from ddcore_cli.app import main
+main(sys.argv[1:])
+"""
+
+
+def _dd(args: list[str], cwd, processes: int, driver=None, env=None) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    command = [*(launcher if processes > 1 else [sys.executable]), "-m", "ddcore_cli", *args]
+    program = [str(driver)] if driver else ["-m", "ddcore_cli"]
+    command = [*(launcher if processes > 1 else [sys.executable]), *program, *args]
     try:
-        proc = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+        proc = subprocess.run(command, cwd=cwd, env={**_env(), **(env or {})}, capture_output=True, text=True,
+                              timeout=LAUNCH_TIMEOUT_S)  # fmt: skip
     except subprocess.TimeoutExpired as exc:  # a deadlock in a collective, most likely
         pytest.fail(f"{' '.join(args[:2])} on {processes} processes did not finish in {LAUNCH_TIMEOUT_S} s\n{exc.stderr or ''}")
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
     return proc
 
 
-def _train_prior(cache, cwd, processes: int, steps: int):
+def _train_prior(cache, cwd, processes: int, steps: int, gradients=None):
     args = ["diffsel", "train-prior", "--cpu", "--quiet", "--dataset", "digits", "--cache-dir", str(cache)]
-    _dd(args + [a.format(steps=steps) for a in PRIOR_ARGS], cwd, processes)
+    driver = None
+    if gradients is not None:
+        driver = cwd / "gradient_driver.py"
+        driver.write_text(GRADIENT_DRIVER, encoding="utf-8")
+    _dd(args + [a.format(steps=steps) for a in PRIOR_ARGS], cwd, processes, driver, {"GRAD_OUT": str(gradients or "")})
     (folder,) = [p.parent for p in (cache / "diffsel" / "priors").glob("*/diffsel_prior.json")]
     return folder
 
@@ -97,16 +121,26 @@ def test_two_process_stage_one_pool_equals_the_one_process_pool(tmp_path):
 
 
 def test_two_process_prior_training_matches_one_process_to_rounding(tmp_path):
-    worst = {}
-    for steps in (1, 4):
-        two = _weights(_train_prior(tmp_path / f"two-{steps}", tmp_path, 2, steps))
-        one = _weights(_train_prior(tmp_path / f"one-{steps}", tmp_path, 1, steps))
-        assert two.keys() == one.keys()
-        worst[steps] = max(((two[k] - one[k]).abs().max() / one[k].abs().max().clamp(min=1e-12)).item() for k in one)
-        if steps == 1:
-            after_one = one
-    assert worst[1] < 1e-5 and worst[4] < 1e-4, worst
-    moved = max(((one[k] - after_one[k]).abs().max() / one[k].abs().max().clamp(min=1e-12)).item() for k in one)
-    assert moved > 1000 * worst[4], (moved, worst)  # the agreement is not that of weights that did not train
-    print(f"relative max weight difference, 2 vs 1 process: {worst[1]:.2e} after 1 step, {worst[4]:.2e} after 4; "
-          f"steps 2-4 moved the weights by {moved:.2e}")
+    from ddcore_diffsel.pixel_prior import load_prior
+
+    folders, gradients = {}, {}
+    for processes in (2, 1):
+        gradients[processes] = tmp_path / f"gradients{processes}.pt"
+        folders[processes] = _train_prior(tmp_path / f"cache{processes}", tmp_path, processes, 4, gradients[processes])
+    two, one = (torch.cat([g.flatten() for g in torch.load(gradients[n], weights_only=True)]) for n in (2, 1))
+    gradient_gap = ((two - one).norm() / one.norm()).item()
+    assert gradient_gap < 1e-5, gradient_gap  # unweighted halves (5 + 4 rows): 0.11
+
+    priors = {n: load_prior(folders[n]) for n in (2, 1)}
+    assert priors[2].meta["steps"] == priors[1].meta["steps"] == 4
+    generator = torch.Generator().manual_seed(0)
+    noisy = torch.randn(20, 1, 8, 8, generator=generator)
+    steps, classes = torch.randint(0, 1000, (20,), generator=generator), torch.arange(20) % 11 - 1  # -1: null
+    with torch.no_grad():
+        out = {n: priors[n].predict(noisy, steps, classes) for n in (2, 1)}
+    output_gap = ((out[2] - out[1]).abs().max() / out[1].abs().max()).item()
+    assert output_gap < 1e-4, output_gap
+    weights = {n: _weights(folders[n]) for n in (2, 1)}
+    weight_gap = max((weights[2][k] - weights[1][k]).abs().max().item() for k in weights[1])
+    print(f"2 vs 1 process: first gradient {gradient_gap:.1e} of its norm, predictions after 4 steps {output_gap:.1e}, "
+          f"largest weight difference {weight_gap:.1e}")  # fmt: skip
