@@ -2,8 +2,9 @@
 
 **How the projection is made.** One outer step (:func:`ddcore.tm.matching.matching_backward`: the
 unroll, the loss, the backward) is *run* on PyTorch's ``meta`` device with the run's network, image
-size, number of images and minibatch size: every operation computes shapes only, so a step at 128 px
-with hundreds of images costs a fraction of a second and no memory. A dispatch mode
+size, number of images and minibatch size: every operation computes shapes only, so the cost does not
+depend on the image size or the number of images (the three simulations of a plan take one to a few
+seconds of Python, once per configuration and process) and no memory is used. A dispatch mode
 (:class:`LiveTensorBytes`) follows every tensor storage the step creates and when it is freed, and
 reports the peak of live bytes: the same figure the real step reaches on a device with an exact
 allocator (checked against the real CPU step in ``tests/test_tm_memory.py``). It is done at
@@ -195,8 +196,8 @@ def step_costs(
         soft, learn_labels: soft labels ``[M, K]`` (learnt or not), else hard ``[M]``.
         expert_snapshots: snapshots of one expert trajectory (``epochs + 1``), moved to the device each step.
 
-    Float32 throughout (the matcher's dtype). Cached per argument tuple (one model/size costs about a
-    second once). Raises :class:`~ddcore.ConfigError` when the network cannot take the image size.
+    Float32 throughout (the matcher's dtype). Cached per argument tuple (a configuration costs one to a
+    few seconds once). Raises :class:`~ddcore.ConfigError` when the network cannot take the image size.
     """
     from ddcore.models import build_model
     from ddcore.tm.flatparams import param_shapes_of
@@ -208,6 +209,7 @@ def step_costs(
     shapes = param_shapes_of(model)
     params = sum(math.prod(shape) for _, shape in shapes)
     fits = {}
+
     def simulate(syn_steps: int, mode: str) -> int:
         return _simulate(model, shapes, num_images, batch, soft, learn_labels, channels, image_size, num_classes,
                          syn_steps, mode)  # fmt: skip

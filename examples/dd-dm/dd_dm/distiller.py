@@ -23,15 +23,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ddcore import ConfigError, DDError, DistilledSet
+from ddcore import ConfigError, DDError, DistilledSet, Distiller
 from ddcore.augment import DSA
-from ddcore.distillers import Distiller
 from dd_dm.config import DMConfig
 from dd_dm.matching import class_loss, embedder, embedding_network, siamese_dsa
 
 if TYPE_CHECKING:
-    from ddcore import RunContext
-    from ddcore.distillers import DistillSession
+    from ddcore import DistillSession, RunContext
     from ddcore.models import ModelSpec
 
 NAME = "dm"
