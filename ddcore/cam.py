@@ -305,7 +305,7 @@ def cam_chunk_size(
     The projection runs :func:`grad_cam`'s own per-chunk code for a chunk of 1 and of 2 images on the
     ``meta`` device (shapes only, no compute; the model's parameters and buffers are swapped for
     ``meta`` tensors through :func:`torch.func.functional_call`, the model itself is not touched) and
-    counts the live tensor bytes (:class:`ddcore.tm.memory.LiveTensorBytes`), the chunk's noisy copies
+    counts the live tensor bytes (:class:`ddcore.memtrace.LiveTensorBytes`), the chunk's noisy copies
     included; the cost is linear in the chunk size.
 
     Args:
@@ -316,7 +316,7 @@ def cam_chunk_size(
     """
     from torch.func import functional_call
 
-    from ddcore.tm.memory import peak_live_bytes
+    from ddcore.memtrace import peak_live_bytes
 
     if isinstance(layer, str) or layer is None:
         layer = resolve_layer(model, layer)

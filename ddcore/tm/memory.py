@@ -5,7 +5,7 @@ unroll, the loss, the backward) is *run* on PyTorch's ``meta`` device with the r
 size, number of images and minibatch size: every operation computes shapes only, so the cost does not
 depend on the image size or the number of images (the three simulations of a plan take one to a few
 seconds of Python, once per configuration and process) and no memory is used. A dispatch mode
-(:class:`LiveTensorBytes`) follows every tensor storage the step creates and when it is freed, and
+(:class:`ddcore.memtrace.LiveTensorBytes`) follows every tensor storage the step creates and when it is freed, and
 reports the peak of live bytes: the same figure the real step reaches on a device with an exact
 allocator (checked against the real CPU step in ``tests/test_tm_memory.py``). It is done at
 small values of ``syn_steps`` and extended linearly (both unrolls are exactly linear in ``syn_steps``:
@@ -33,10 +33,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
-
 from ddcore.errors import ConfigError
+from ddcore.memtrace import LiveTensorBytes, peak_live_bytes  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from ddcore.context import RunContext
@@ -58,65 +56,6 @@ _FULL_PROBES = (1, 2)
 #: float32 vector ``theta_k [P]`` per step (``tests/test_tm_memory.py`` checks it against the real step),
 #: so one simulation and that slope make the line (at 1 step the peak falls in another phase).
 _CONSTANT_PROBE = 2
-
-
-class LiveTensorBytes(TorchDispatchMode):
-    """A dispatch mode that tracks the bytes of tensor storages created inside it and still alive.
-
-    Every operation's outputs are recorded by storage (views share one); a storage stops counting when
-    its last reference anywhere (Python, the autograd graph) is gone, which is checked after every
-    operation through a weak reference to the C++ storage. Works on any device, ``meta`` included.
-    Storages that existed before the mode was entered are not counted, nor are views of them.
-
-    Attributes:
-        peak: the largest sum of live bytes seen after any operation (bytes).
-        current: the live bytes at the last check, an upper bound of the live bytes now (bytes); freed
-            storages are swept out whenever it passes :attr:`peak` (so the peak is exact, and the sweep
-            runs rarely).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        from torch.multiprocessing.reductions import StorageWeakRef
-
-        self._weak = StorageWeakRef
-        self._live: dict[int, tuple[Any, int]] = {}
-        self.current = 0
-        self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's protocol
-        out = func(*args, **(kwargs or {}))
-        # a view of (or in-place op on) a storage made before the mode was entered allocates nothing
-        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
-        for tensor in tree_flatten(out)[0]:
-            if isinstance(tensor, torch.Tensor):
-                storage = tensor.untyped_storage()
-                key = storage._cdata
-                entry = self._live.get(key)
-                if entry is not None and entry[0].expired():  # an address freed and reused since the last sweep
-                    self.current -= self._live.pop(key)[1]
-                    entry = None
-                if entry is None and key not in inputs:
-                    nbytes = storage.nbytes()
-                    self._live[key] = (self._weak(storage), nbytes)
-                    self.current += nbytes
-        if self.current > self.peak:  # frees are only counted when they could matter: a new peak is verified
-            self._sweep()
-            self.peak = max(self.peak, self.current)
-        return out
-
-    def _sweep(self) -> None:
-        """Drop the storages freed since the last sweep from :attr:`current`."""
-        dead = [key for key, (ref, _) in self._live.items() if ref.expired()]
-        for key in dead:
-            self.current -= self._live.pop(key)[1]
-
-
-def peak_live_bytes(fn: Callable[[], Any]) -> int:
-    """Peak live tensor bytes allocated while ``fn()`` runs (see :class:`LiveTensorBytes`); ``fn``'s result is dropped."""
-    with LiveTensorBytes() as tracker:
-        fn()
-    return tracker.peak
 
 
 @dataclass(frozen=True)
