@@ -53,5 +53,6 @@ def test_cli_refuses_edf_without_matching(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "Error: plugin 'edf' needs distill = 'tm', but the run has distill = 'none'; pass --distill tm"
+        "Error: plugin 'edf' answers dd_pixel_weights, dd_supervision_weights, which distiller 'none' never calls; "
+        "distillers that call them: tm (option --distill)"
     )
