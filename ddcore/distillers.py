@@ -200,6 +200,31 @@ def check_distill_hooks(pm: Any, registry: DistillerRegistry, entry: DistillerEn
 
 
 # ----------------------------------------------------------------------------------------------
+# Several processes
+# ----------------------------------------------------------------------------------------------
+
+
+def average_across_processes(ctx: "RunContext", tensors: Sequence[Any]) -> None:
+    """Replace each tensor (a gradient) by its mean over the Accelerate processes, in place; ``None`` entries are
+    skipped; a no-op for one process. Call it on every process, with the same list, before the optimiser steps,
+    so that every process keeps identical synthetic images (the built-in ``tm`` and ``examples/dd-dm`` do)."""
+    if ctx.num_processes == 1:
+        return
+    for tensor in tensors:
+        if tensor is not None:
+            tensor.copy_(ctx.accelerator.reduce(tensor.contiguous(), reduction="mean"))
+
+
+def mean_across_processes(ctx: "RunContext", value: float) -> float:
+    """``value`` (a loss) averaged over the Accelerate processes; ``value`` itself for one process."""
+    if ctx.num_processes == 1:
+        return value
+    import torch
+
+    return float(ctx.accelerator.reduce(torch.tensor([value], device=ctx.device), reduction="mean"))
+
+
+# ----------------------------------------------------------------------------------------------
 # What the pipeline hands a distiller
 # ----------------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 import torch
 
 from ddcore.distilled import DistilledSet
+from ddcore.distillers import average_across_processes, mean_across_processes
 from ddcore.errors import ConfigError, DDError
 from ddcore.models import build_model
 from ddcore.tm.config import TMConfig
@@ -48,15 +49,6 @@ def sample_start_epoch(config: TMConfig, iteration: int, generator: torch.Genera
     upper = start_epoch_upper_bound(iteration, config.cur_max_start_epoch, config.max_start_epoch, config.expansion_end)
     upper = max(upper, config.min_start_epoch + 1)
     return int(torch.randint(config.min_start_epoch, upper, (1,), generator=generator))
-
-
-def _average_across_processes(ctx: "RunContext", tensors: Sequence[torch.Tensor | None]) -> None:
-    """Replace each gradient by its mean over the Accelerate processes (in place; no-op for one process)."""
-    if ctx.num_processes == 1:
-        return
-    for tensor in tensors:
-        if tensor is not None:
-            tensor.copy_(ctx.accelerator.reduce(tensor.contiguous(), reduction="mean"))
 
 
 class TrajectoryMatcher:
@@ -126,11 +118,11 @@ class TrajectoryMatcher:
             pixel_weights=lambda x, y: ctx.hooks.pixel_weights(ctx, x, y, iteration),
             augment=self.augment, mode=self.unroll,
         )  # fmt: skip
-        _average_across_processes(ctx, [self.images.grad, self.labels.grad, self.syn_lr.grad])
+        average_across_processes(ctx, [self.images.grad, self.labels.grad, self.syn_lr.grad])
         loss = result.loss
         experts = [expert]
         if ctx.num_processes > 1:
-            loss = float(ctx.accelerator.reduce(torch.tensor([loss], device=ctx.device), reduction="mean"))
+            loss = mean_across_processes(ctx, loss)
             experts = [int(e) for e in ctx.accelerator.gather(torch.tensor([expert], device=ctx.device)).tolist()]
         if not math.isfinite(loss) or not torch.isfinite(self.images).all():
             raise DDError(

@@ -25,6 +25,7 @@ import torch
 
 from ddcore import ConfigError, DDError, DistilledSet, Distiller
 from ddcore.augment import DSA
+from ddcore.distillers import average_across_processes, mean_across_processes
 from dd_dm.config import DMConfig
 from dd_dm.matching import class_loss, embedder, embedding_network, siamese_dsa
 
@@ -105,9 +106,8 @@ class DistributionMatcher:
         weights = ctx.hooks.pixel_weights(ctx, self.images.detach(), self.labels, iteration)
         if weights is not None:
             self.images.grad.mul_(weights)
-        if ctx.num_processes > 1:
-            self.images.grad.copy_(ctx.accelerator.reduce(self.images.grad.contiguous(), reduction="mean"))
-            loss = float(ctx.accelerator.reduce(torch.tensor([loss], device=ctx.device), reduction="mean"))
+        average_across_processes(ctx, [self.images.grad])
+        loss = mean_across_processes(ctx, loss)
         if not math.isfinite(loss) or not torch.isfinite(self.images.grad).all():
             raise DDError(f"distribution matching diverged at iteration {iteration} (loss {loss}); lower dm.lr_img")
         self.optimiser.step()
