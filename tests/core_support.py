@@ -39,86 +39,13 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Known-answer datasets: the right test accuracy is known by construction
+# Known-answer datasets (``ddcore.testing.known_answer_dataset``) as a local plugin file
 # ----------------------------------------------------------------------------------------------
 
-#: Classes, image side and band height of the known-answer datasets: class ``k`` is a bright band
-#: over rows ``4k .. 4k+3`` of a 1 x 16 x 16 image (a horizontal band survives every augmentation the
-#: evaluators use: shifts of 2 px, horizontal flips, rotations of 15 degrees, cutout, colour).
-KA_CLASSES, KA_SIDE, KA_BAND = 4, 16, 4
-KA_TRAIN_PER_CLASS, KA_TEST_PER_CLASS = 16, 8
-
-#: ``ka/<kind>`` datasets share one training split and one set of test images; only the test labels differ:
-#:   clean    the test labels follow the rule -> a network that learned the rule scores 100 %;
-#:   shifted  every test label is the next class, ``(k + 1) % 4`` -> the same network scores exactly 0 %
-#:            on the test split (and 100 % on the training split: evaluating on the wrong split shows);
-#:   chance   every test image appears 4 times, once with each label -> ANY classifier scores exactly 25 %.
-KA_KINDS = ("clean", "shifted", "chance")
-#: The test accuracy (percent) of a network that learned the rule, per kind.
-KA_RIGHT_ANSWER = {"clean": 100.0, "shifted": 0.0, "chance": 100.0 / KA_CLASSES}
-
-
-def ka_band_images(per_class: int, seed: int, amplitude: float = 3.0, noise: float = 0.5):
-    """``(images [4 * per_class, 1, 16, 16], labels [4 * per_class])``: noise plus class ``k``'s bright band."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(KA_CLASSES).repeat_interleave(per_class)
-    images = torch.randn(len(labels), 1, KA_SIDE, KA_SIDE, generator=generator) * noise
-    for i, k in enumerate(labels.tolist()):
-        images[i, :, KA_BAND * k : KA_BAND * (k + 1), :] += amplitude
-    return images, labels
-
-
-def known_answer_dataset(kind: str):
-    """The in-memory dataset ``ka/<kind>`` (see :data:`KA_KINDS`); no augmentation by default."""
-    import torch
-
-    from ddcore.data.base import ImageDataset, TensorSplit
-
-    if kind not in KA_KINDS:
-        raise ValueError(kind)
-    train_images, train_labels = ka_band_images(KA_TRAIN_PER_CLASS, seed=1)
-    test_images, test_labels = ka_band_images(KA_TEST_PER_CLASS, seed=2)
-    if kind == "shifted":
-        test_labels = (test_labels + 1) % KA_CLASSES
-    elif kind == "chance":
-        test_images = test_images.repeat_interleave(KA_CLASSES, dim=0)
-        test_labels = torch.arange(KA_CLASSES).repeat(len(test_labels))
-    return ImageDataset(
-        name=f"ka/{kind}", class_names=[f"band{k}" for k in range(KA_CLASSES)],
-        train=TensorSplit(train_images, train_labels), test=TensorSplit(test_images, test_labels),
-        image_shape=(1, KA_SIDE, KA_SIDE), mean=(0.0,), std=(1.0,), extra={"default_augment": "none"},
-    )  # fmt: skip
-
-
-def register_known_answer_datasets(register) -> None:
-    """``dd_register_datasets`` body: ``ka/clean``, ``ka/shifted``, ``ka/chance``."""
-    for kind in KA_KINDS:
-        register(f"ka/{kind}", lambda options, kind=kind: known_answer_dataset(kind), description=f"known answers: {kind}")
-
-
-def known_answer_plugin():
-    """A plugin object registering the ``ka/*`` datasets (for ``ddcore.run(..., plugins=[...])``)."""
-    from ddcore import hookimpl
-
-    class KnownAnswerData:
-        name = "known-answers"
-
-        @hookimpl
-        def dd_register_datasets(self, register):
-            register_known_answer_datasets(register)
-
-    return KnownAnswerData()
-
-
-#: The same as a local plugin file (``dd run --plugin PATH``), for command-line tests; ``{tests}`` is this folder.
+#: A local plugin file (``dd run --plugin PATH``) registering the ``ka/*`` datasets, for command-line tests.
 KNOWN_ANSWER_PLUGIN_FILE = """
-import sys
-
-sys.path.insert(0, {tests!r})
 from ddcore import hookimpl
-from core_support import register_known_answer_datasets
+from ddcore.testing import register_known_answer_datasets
 
 
 @hookimpl
@@ -129,7 +56,7 @@ def dd_register_datasets(register):
 
 def write_known_answer_plugin(folder: Path) -> Path:
     """``folder/known_answers.py``: a local plugin file registering the ``ka/*`` datasets."""
-    return write_plugin_file(folder, "known_answers", KNOWN_ANSWER_PLUGIN_FILE.format(tests=str(Path(__file__).parent)))
+    return write_plugin_file(folder, "known_answers", KNOWN_ANSWER_PLUGIN_FILE)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Known answers for the built-in evaluator and its baselines (``--baseline random``, ``--baseline full``).
 
-The ``ka/*`` datasets (``core_support.known_answer_dataset``) make the right test accuracy known by
+The ``ka/*`` datasets (``ddcore.testing.known_answer_dataset``) make the right test accuracy known by
 construction: class ``k`` is a bright band over rows ``4k..4k+3`` of a 16 px image, so a network
 trained on any of its training images learns the rule and classifies fresh test images perfectly.
 The three datasets share the training split and the test images; only the test labels differ:
@@ -22,19 +22,17 @@ import json
 import pytest
 import torch
 
-from core_support import (
-    KA_BAND,
-    KA_CLASSES,
-    KA_KINDS,
-    KA_RIGHT_ANSWER,
-    KA_TEST_PER_CLASS,
-    KA_TRAIN_PER_CLASS,
-    known_answer_dataset,
-    known_answer_plugin,
-    write_known_answer_plugin,
-)
+from core_support import write_known_answer_plugin
 from ddcore import hookimpl
 from ddcore.distilled import DistilledSet
+from ddcore.testing import KNOWN_ANSWER_BAND as KA_BAND
+from ddcore.testing import KNOWN_ANSWER_CLASSES as KA_CLASSES
+from ddcore.testing import KNOWN_ANSWER_KINDS as KA_KINDS
+from ddcore.testing import KNOWN_ANSWER_TEST_PER_CLASS as KA_TEST_PER_CLASS
+from ddcore.testing import KNOWN_ANSWER_TRAIN_PER_CLASS as KA_TRAIN_PER_CLASS
+from ddcore.testing import KNOWN_ANSWERS as KA_RIGHT_ANSWER
+from ddcore.testing import KnownAnswerDatasets as known_answer_plugin
+from ddcore.testing import known_answer_dataset
 
 #: Enough for the rule at ipc 1 (a 4-image batch) and for the full split (4 batches of 16 per epoch).
 KA_EVAL = {"runs": 1, "epochs": 40, "full_epochs": 6, "width": 8, "batch_size": 16, "lr": 0.05}

@@ -18,34 +18,15 @@ import json
 import pytest
 import torch
 
-from ddcore import hookimpl
 from ddcore.distillers import checkpoint_paths
 from ddcore.errors import PluginCrash
 from ddcore.runner import resume_run, run
+from ddcore.testing import InterruptAt
 
 pytestmark = pytest.mark.slow
 
 ITERATIONS, INTERVAL, CUT_AT = 6, 2, 3
 TINY_PRIOR = {"steps": 4, "size": 8, "channels": [8, 16], "batch_size": 8, "checkpoint_every": 0}
-
-
-class Interrupt(Exception):
-    pass
-
-
-class Crasher:
-    """Stops the run inside iteration ``at`` (as a kill would), touching nothing else."""
-
-    name = "crasher"
-
-    def __init__(self, at: int):
-        self.at = at
-
-    @hookimpl
-    def dd_pixel_weights(self, ctx, images, labels, step):
-        if step == self.at:
-            raise Interrupt(f"killed at {step}")
-        return None
 
 
 def config(tmp_path, out: str) -> dict:
@@ -90,7 +71,7 @@ def whole_and_resumed(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("resume-plugins")
     whole = run(config(tmp_path, "whole"))
     with pytest.raises(PluginCrash, match=f"killed at {CUT_AT}"):
-        run(config(tmp_path, "cut"), [Crasher(at=CUT_AT)])
+        run(config(tmp_path, "cut"), [InterruptAt(at=CUT_AT)])
     cut = tmp_path / "cut"
     assert json.loads((cut / "manifest.json").read_text())["status"] == "failed"
     [at_cut] = checkpoint_paths(cut / "checkpoints", "tm")

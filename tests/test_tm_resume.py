@@ -8,29 +8,10 @@ import pytest
 import torch
 
 from core_support import assert_cli_error, write_plugin_file
-from ddcore import hookimpl
 from ddcore.errors import PluginCrash
 from ddcore.runner import resume_run, run
 from ddcore.distillers import checkpoint_paths
-
-
-class Interrupt(Exception):
-    pass
-
-
-class Crasher:
-    """Stops the run inside iteration ``at`` (as a kill would), touching nothing else."""
-
-    name = "crasher"
-
-    def __init__(self, at: int):
-        self.at = at
-
-    @hookimpl
-    def dd_pixel_weights(self, ctx, images, labels, step):
-        if step == self.at:
-            raise Interrupt(f"killed at {step}")
-        return None
+from ddcore.testing import InterruptAt
 
 
 def config(tmp_path, out: str) -> dict:
@@ -50,7 +31,7 @@ def uninterrupted(tmp_path_factory):
 def test_resume_ends_with_the_same_distilled_set(uninterrupted):
     tmp_path, whole = uninterrupted
     with pytest.raises(PluginCrash, match="killed at 3"):
-        run(config(tmp_path, "cut"), [Crasher(at=3)])
+        run(config(tmp_path, "cut"), [InterruptAt(at=3)])
     cut = tmp_path / "cut"
     assert json.loads((cut / "manifest.json").read_text())["status"] == "failed"
     assert [p.name for p in checkpoint_paths(cut / "checkpoints", "tm")] == ["tm-00000002.pt"]
@@ -66,7 +47,7 @@ def test_resume_ends_with_the_same_distilled_set(uninterrupted):
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(uninterrupted):
     tmp_path, whole = uninterrupted
     with pytest.raises(PluginCrash):
-        run(config(tmp_path, "damaged"), [Crasher(at=5)])
+        run(config(tmp_path, "damaged"), [InterruptAt(at=5)])
     folder = tmp_path / "damaged" / "checkpoints"
     newest, previous = checkpoint_paths(folder, "tm")
     assert (newest.name, previous.name) == ("tm-00000004.pt", "tm-00000002.pt")

@@ -16,6 +16,7 @@ from ddcore import DistilledSet, hookimpl
 from ddcore.augment import DSA, FAMILIES, DSAugment
 from ddcore.errors import DDError, PluginCrash
 from ddcore.models import ModelSpec, build_model
+from ddcore.testing import InterruptAt
 from ddcore.tm.config import TMConfig
 from ddcore.tm.flatparams import flatten_params, param_shapes_of
 from ddcore.tm.loop import TrajectoryMatcher
@@ -224,23 +225,6 @@ def test_the_nan_guard_stops_a_constant_mode_run():
 # ----------------------------------------------------------------------------------------------
 
 
-class Interrupt(Exception):
-    pass
-
-
-class Crasher:
-    name = "crasher"
-
-    def __init__(self, at: int):
-        self.at = at
-
-    @hookimpl
-    def dd_pixel_weights(self, ctx, images, labels, step):
-        if step == self.at:
-            raise Interrupt(f"killed at {step}")
-        return None
-
-
 def run_config(tmp_path, out: str) -> dict:
     return {
         "ipc": 1, "workers": 0, "distill": "tm", "out": str(tmp_path / out), "cache_dir": str(tmp_path / "cache"),
@@ -257,7 +241,7 @@ def test_a_resumed_constant_mode_run_is_bit_identical(tmp_path):
     whole = run(run_config(tmp_path, "whole"))
     assert whole.manifest["records"]["tm_memory"]["unroll"] == "constant"
     with pytest.raises(PluginCrash, match="killed at 3"):
-        run(run_config(tmp_path, "cut"), [Crasher(at=3)])
+        run(run_config(tmp_path, "cut"), [InterruptAt(at=3)])
     resumed = resume_run(tmp_path / "cut")
     assert torch.equal(resumed.distilled.images, whole.distilled.images)
     assert resumed.distilled.lr == whole.distilled.lr

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ddcore
-from ddcore import hookimpl
+from ddcore.testing import InterruptAt
 
 DD = [sys.executable, "-m", "ddcore_cli"]
 TINY_EVAL = {"runs": 1, "epochs": 1, "width": 8, "batch_size": 64}
@@ -71,25 +71,6 @@ def test_run_writes_the_distilled_set(tmp_path: Path) -> None:
     assert "eval/acc_mean" in result.metrics
 
 
-class Interrupt(Exception):
-    pass
-
-
-class Crasher:
-    """Stops the run inside iteration ``at`` (as a kill would), touching nothing else."""
-
-    name = "crasher"
-
-    def __init__(self, at: int):
-        self.at = at
-
-    @hookimpl
-    def dd_pixel_weights(self, ctx, images, labels, step):
-        if step == self.at:
-            raise Interrupt(f"killed at {step}")
-        return None
-
-
 @pytest.mark.slow
 def test_a_killed_run_resumes_bit_identically(tmp_path: Path) -> None:
     from ddcore.errors import PluginCrash
@@ -97,7 +78,7 @@ def test_a_killed_run_resumes_bit_identically(tmp_path: Path) -> None:
 
     whole = ddcore.run(run_config(tmp_path, "whole", iterations=6))
     with pytest.raises(PluginCrash, match="killed at 3"):
-        ddcore.run(run_config(tmp_path, "cut", iterations=6), [Crasher(at=3)])
+        ddcore.run(run_config(tmp_path, "cut", iterations=6), [InterruptAt(at=3)])
     cut = tmp_path / "cut"
     assert json.loads((cut / "manifest.json").read_text())["status"] == "failed"
     assert [p.name for p in (cut / "checkpoints").glob("dm-*.pt")] == ["dm-00000002.pt"]

@@ -4,7 +4,7 @@ A dataset whose right answer is known by construction: class ``k`` is a bright b
 ``4k..4k+3`` of a 16 px image, which survives every DSA transform the protocol applies to each
 batch (shifts, horizontal flips, 15 degree rotations, scaling, cutout, colour). One image per class
 teaches the rule. The datasets share the training split and the test images; only the test labels
-differ (as ``tests/core_support.py`` builds them for ddcore's own known-answer tests):
+differ (``ddcore.testing.known_answer_dataset``, as ddcore's own known-answer tests use them):
 
 - ``ka/clean``: labels follow the rule -> 100 %;
 - ``ka/shifted``: every test label is the next class -> exactly 0 % (a network tested on the
@@ -22,45 +22,13 @@ import pytest
 import torch
 
 from ddcore import hookimpl
-from ddcore.data.base import ImageDataset, TensorSplit
 from ddcore.distilled import DistilledSet
+from ddcore.testing import KNOWN_ANSWER_CLASSES as CLASSES
+from ddcore.testing import KNOWN_ANSWER_SIDE as SIDE
+from ddcore.testing import KNOWN_ANSWERS as RIGHT_ANSWER
+from ddcore.testing import KnownAnswerDatasets, known_answer_dataset
 
-CLASSES, SIDE, BAND = 4, 16, 4
-RIGHT_ANSWER = {"clean": 100.0, "shifted": 0.0, "chance": 100.0 / CLASSES}
 PROTOCOL = {"evaluate": "on", "runs": 1, "epochs": 30, "width": 8}
-
-
-def bands(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(CLASSES).repeat_interleave(per_class)
-    images = torch.randn(len(labels), 1, SIDE, SIDE, generator=generator) * 0.5
-    for i, k in enumerate(labels.tolist()):
-        images[i, :, BAND * k : BAND * (k + 1), :] += 3.0
-    return images, labels
-
-
-def known_answer_dataset(kind: str) -> ImageDataset:
-    train_images, train_labels = bands(16, seed=1)
-    test_images, test_labels = bands(8, seed=2)
-    if kind == "shifted":
-        test_labels = (test_labels + 1) % CLASSES
-    elif kind == "chance":
-        test_images = test_images.repeat_interleave(CLASSES, dim=0)
-        test_labels = torch.arange(CLASSES).repeat(len(test_labels))
-    return ImageDataset(
-        name=f"ka/{kind}", class_names=[f"band{k}" for k in range(CLASSES)],
-        train=TensorSplit(train_images, train_labels), test=TensorSplit(test_images, test_labels),
-        image_shape=(1, SIDE, SIDE), mean=(0.0,), std=(1.0,), extra={"default_augment": "none"},
-    )  # fmt: skip
-
-
-class KnownAnswerData:
-    name = "known-answers"
-
-    @hookimpl
-    def dd_register_datasets(self, register):
-        for kind in RIGHT_ANSWER:
-            register(f"ka/{kind}", lambda options, kind=kind: known_answer_dataset(kind))
 
 
 class Relabel:
@@ -83,7 +51,7 @@ class Relabel:
 def protocol_run(run_tiny, kind: str, plugins=(), eval_lr: float = 0.05, **protocol):
     """The built-in evaluator is off: every accuracy here comes from the protocol."""
     return run_tiny(
-        plugins=[KnownAnswerData(), "compdd", *plugins], dataset=f"ka/{kind}",
+        plugins=[KnownAnswerDatasets(), "compdd", *plugins], dataset=f"ka/{kind}",
         eval={"runs": 0, "lr": eval_lr}, plugin={"compdd": {**PROTOCOL, **protocol}},
     )  # fmt: skip
 

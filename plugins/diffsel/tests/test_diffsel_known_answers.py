@@ -4,7 +4,7 @@ A dataset whose right answer is known by construction: class ``k`` is a bright b
 ``4k..4k+3`` of a 16 px image (a horizontal band survives the evaluator's crops, flips and CutMix).
 A teacher trained on the training split and a student taught by it on one image per class both
 learn the rule. The datasets share the training split and the test images; only the test labels
-differ (as ``tests/core_support.py`` builds them for ddcore's own known-answer tests):
+differ (``ddcore.testing.known_answer_dataset``, as ddcore's own known-answer tests use them):
 
 - ``ka/clean``: labels follow the rule -> teacher and student score 100 %;
 - ``ka/shifted``: every test label is the next class -> exactly 0 % (a network tested on the
@@ -19,49 +19,15 @@ which does train on those labels, gives 0 %.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ddcore import hookimpl
-from ddcore.data.base import ImageDataset, TensorSplit
 from ddcore.distilled import DistilledSet
+from ddcore.testing import KNOWN_ANSWER_CLASSES as CLASSES
+from ddcore.testing import KNOWN_ANSWERS as RIGHT_ANSWER
+from ddcore.testing import KnownAnswerDatasets
 
-CLASSES, SIDE, BAND = 4, 16, 4
-RIGHT_ANSWER = {"clean": 100.0, "shifted": 0.0, "chance": 100.0 / CLASSES}
 KD = {"runs": 1, "epochs": 40, "lr": 0.01}  # the evaluator's own crops, flips and CutMix stay on
 TEACHER_EPOCHS = 60  # 64 training images: one step per epoch
-
-
-def bands(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(CLASSES).repeat_interleave(per_class)
-    images = torch.randn(len(labels), 1, SIDE, SIDE, generator=generator) * 0.5
-    for i, k in enumerate(labels.tolist()):
-        images[i, :, BAND * k : BAND * (k + 1), :] += 3.0
-    return images, labels
-
-
-def known_answer_dataset(kind: str) -> ImageDataset:
-    train_images, train_labels = bands(16, seed=1)
-    test_images, test_labels = bands(8, seed=2)
-    if kind == "shifted":
-        test_labels = (test_labels + 1) % CLASSES
-    elif kind == "chance":
-        test_images = test_images.repeat_interleave(CLASSES, dim=0)
-        test_labels = torch.arange(CLASSES).repeat(len(test_labels))
-    return ImageDataset(
-        name=f"ka/{kind}", class_names=[f"band{k}" for k in range(CLASSES)],
-        train=TensorSplit(train_images, train_labels), test=TensorSplit(test_images, test_labels),
-        image_shape=(1, SIDE, SIDE), mean=(0.0,), std=(1.0,), extra={"default_augment": "none"},
-    )  # fmt: skip
-
-
-class KnownAnswerData:
-    name = "known-answers"
-
-    @hookimpl
-    def dd_register_datasets(self, register):
-        for kind in RIGHT_ANSWER:
-            register(f"ka/{kind}", lambda options, kind=kind: known_answer_dataset(kind))
 
 
 class NextClassLabels:
@@ -84,7 +50,7 @@ def shared_cache(tmp_path_factory):
 
 def kd_run(run_tiny, cache: str, kind: str, plugins=(), eval_runs: int = 0, **config):
     return run_tiny(
-        plugins=[KnownAnswerData(), "diffsel", *plugins], dataset=f"ka/{kind}", select="random-real", cache_dir=cache,
+        plugins=[KnownAnswerDatasets(), "diffsel", *plugins], dataset=f"ka/{kind}", select="random-real", cache_dir=cache,
         eval={"runs": eval_runs, "epochs": 40, "width": 8, "batch_size": 16, "lr": 0.05},
         plugin={"diffsel": {"teacher_epochs": TEACHER_EPOCHS, "kd": dict(KD)}}, **config,
     )  # fmt: skip
