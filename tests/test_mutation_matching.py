@@ -1,4 +1,4 @@
-"""Tests added by mutation testing (tools/mutation.py, docs/mutation.md) for ddcore.tm.matching.
+"""Tests added by mutation testing (bench/mutation.py, docs/mutation.md) for ddcore.tm.matching.
 
 The reference below is an independent, closed-form implementation of one matching step for a
 bias-free linear softmax classifier: the cross-entropy gradient of ``W`` is
@@ -147,3 +147,67 @@ def test_start_epoch_upper_bound_known_values():
     assert [start_epoch_upper_bound(it, 2, 9, 7) for it in (0, 1, 3, 6, 7)] == [2, 3, 5, 8, 9]
     assert start_epoch_upper_bound(1, 5, 10, 0) == 10  # expansion_end 0 counts as 1
     assert start_epoch_upper_bound(0, 5, 10, 0) == 5
+
+
+class _StepScale:
+    """A replayable augmentation: step k multiplies by 1 + 0.25 k and adds 0.5 (``sample`` draws, ``apply`` replays)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def sample(self, images):
+        self.calls += 1
+        return torch.tensor(1.0 + 0.25 * (self.calls - 1), dtype=images.dtype)
+
+    def apply(self, images, params):
+        return images * params + 0.5
+
+    def __call__(self, images):
+        return self.apply(images, self.sample(images))
+
+
+def _distance_weights(expected_distances):
+    def weights(losses, distances):
+        assert torch.equal(distances, expected_distances)  # the start distances reach the hook
+        return (distances > distances.median()).double() + 0.5
+
+    return weights
+
+
+@pytest.mark.parametrize("mode", ["full", "constant"])
+def test_both_unrolls_replay_the_augmentation_and_pass_the_distances(mode):
+    model, shapes, trajectory, images, labels, chunks = _setup(soft=True)
+    expected_d = (trajectory[1] - trajectory[3]) ** 2
+    x, y = images.clone().requires_grad_(True), labels.clone().requires_grad_(True)
+    r = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    result = matching_step(model, shapes, trajectory, 1, 2, x, y, r, chunks, _distance_weights(expected_d),
+                           lambda i, l: None, _StepScale(), mode)
+    xr, yr = images.clone().requires_grad_(True), labels.clone().requires_grad_(True)
+    rr = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    w = (expected_d > expected_d.median()).double() + 0.5
+    ref = _reference_loss(trajectory[1], trajectory[3], xr, yr, rr, chunks, w, _StepScale())
+    ref.backward()
+    assert result.loss == pytest.approx(ref.item(), rel=1e-9)
+    for got, want in ((x.grad, xr.grad), (y.grad, yr.grad), (r.grad, rr.grad)):
+        assert torch.allclose(got, want, rtol=1e-8, atol=1e-12)
+
+
+def test_constant_unroll_is_really_used_and_refuses_a_plain_callable():
+    model, shapes, trajectory, images, labels, chunks = _setup(soft=False)
+    x, lr = images.clone().requires_grad_(True), torch.tensor(0.7, dtype=torch.float64)
+    with pytest.raises(TypeError, match="cannot be replayed"):
+        matching_step(model, shapes, trajectory, 0, 1, x, labels, lr, chunks, lambda l, d: None, lambda i, l: None,
+                      lambda t: t * 2.0, "constant")
+
+
+@pytest.mark.parametrize("mode", ["full", "constant"])
+def test_only_tensors_that_require_grad_receive_one(mode):
+    model, shapes, trajectory, images, labels, chunks = _setup(soft=True)
+    # soft labels and syn_lr without requires_grad, images with: only images.grad is set (from None)
+    x, y, r = images.clone().requires_grad_(True), labels.clone(), torch.tensor(0.7, dtype=torch.float64)
+    matching_backward(model, shapes, trajectory, 1, 2, x, y, r, chunks, lambda l, d: None, None, mode)
+    assert x.grad is not None and y.grad is None and r.grad is None
+    # images without requires_grad, syn_lr with: only syn_lr.grad is set
+    x, r = images.clone(), torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    matching_backward(model, shapes, trajectory, 1, 2, x, y, r, chunks, lambda l, d: None, None, mode)
+    assert x.grad is None and y.grad is None and r.grad is not None

@@ -1,4 +1,4 @@
-"""Tests added by mutation testing (tools/mutation.py, docs/mutation.md) for ddcore_compdd.complexity."""
+"""Tests added by mutation testing (bench/mutation.py, docs/mutation.md) for ddcore_compdd.complexity."""
 
 from __future__ import annotations
 

@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Mutation testing of ddcore's result-computing modules with mutmut 3 (issue 18, part 6).
+
+Usage (from the repository root, in a venv with ``pip install -e '.[test]' mutmut==3.8.1``)::
+
+    OMP_NUM_THREADS=1 python bench/mutation.py                 # every module in MODULES
+    OMP_NUM_THREADS=1 python bench/mutation.py edf.dae cam     # some of them
+    python bench/mutation.py --list                            # the module -> tests mapping
+
+Each module runs on its own, against only its focused tests: the package that holds it is copied
+into a staging folder (``$DD_MUTATION_WORK``, default ``/tmp/ddcore-mutation``) under its *import*
+name (``plugins/edf`` -> ``ddcore_edf``), so that mutmut's path-derived module names equal the
+imported ones and ``mutants/`` shadows the editable install on ``sys.path``. mutmut then mutates
+that one file and runs the listed test files for every mutant (a forked pytest per mutant, only
+the tests that reach the mutated function).
+
+Survivors that are *equivalent* (no input can tell them apart) are listed in ``EQUIVALENT`` with
+the reason; the score is ``killed / (generated - equivalent)``. Real survivors left alive on purpose
+are in ``KNOWN_SURVIVORS`` (they count against the score). Mutant names are numbered by
+mutmut from the source, so an edit to a module renumbers its mutants: a survivor not in
+``EQUIVALENT`` is printed as "unexplained" and must be looked at (``mutmut show NAME`` in the
+module's staging folder). The report table goes to stdout (markdown) and to
+``$DD_MUTATION_WORK/report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTMUT = Path(sys.executable).with_name("mutmut")
+
+#: import name of the package -> its folder in the repository
+PACKAGES = {
+    "ddcore": "ddcore",
+    "ddcore_edf": "plugins/edf",
+    "ddcore_diffsel": "plugins/diffsel",
+    "ddcore_compdd": "plugins/compdd",
+}
+
+#: key -> (file to mutate, as import-package/relative path; focused test files, repository paths)
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "edf.dae": ("ddcore_edf/dae.py", [
+        "plugins/edf/tests/test_edf_dae.py", "plugins/edf/tests/test_mutation_dae.py"]),
+    "edf.cpd": ("ddcore_edf/cpd.py", [
+        "plugins/edf/tests/test_edf_cpd.py", "plugins/edf/tests/test_mutation_cpd.py"]),
+    "compdd.complexity": ("ddcore_compdd/complexity.py", [
+        "plugins/compdd/tests/test_compdd_complexity.py", "plugins/compdd/tests/test_mutation_complexity.py"]),
+    "diffsel.windows": ("ddcore_diffsel/windows.py", [
+        "plugins/diffsel/tests/test_diffsel_windows.py", "plugins/diffsel/tests/test_mutation_windows.py"]),
+    "diffsel.ranking": ("ddcore_diffsel/ranking.py", [
+        "plugins/diffsel/tests/test_diffsel_ranking.py", "plugins/diffsel/tests/test_mutation_ranking.py"]),
+    "diffsel.scorers": ("ddcore_diffsel/scorers.py", [
+        "plugins/diffsel/tests/test_diffsel_planted.py", "plugins/diffsel/tests/test_mutation_scorers.py"]),
+    "tm.matching": ("ddcore/tm/matching.py", [
+        "tests/test_matching.py", "tests/test_mutation_matching.py"]),
+    "augment": ("ddcore/augment.py", [
+        "tests/test_augment.py", "tests/test_mutation_augment.py"]),
+    "cam": ("ddcore/cam.py", [
+        "tests/test_cam.py", "tests/test_mutation_cam.py"]),
+    "training": ("ddcore/training.py", [
+        "tests/test_training.py", "tests/test_mutation_training.py"]),
+    "builtin.evaluate": ("ddcore/builtin/evaluate.py", [
+        "tests/test_pipeline.py", "tests/test_mutation_evaluate.py"]),
+    "tm.loop": ("ddcore/tm/loop.py", [
+        "tests/test_tm.py", "tests/test_mutation_loop.py"]),
+    "tm.unroll": ("ddcore/tm/unroll.py", [
+        "tests/test_tm_unroll.py", "tests/test_mutation_unroll.py"]),
+}
+
+#: mutant name -> why no test can kill it (checked by reading the mutant: ``mutmut show NAME``)
+EQUIVALENT: dict[str, str] = {
+    # compdd.complexity
+    "ddcore_compdd.complexity.x_class_complexity__mutmut_41": 'float("NAN") is float("nan")',
+    # diffsel.windows
+    "ddcore_diffsel.windows.x_window_grid__mutmut_30": "torch.tensor(list of int) is int64 without dtype=",
+    "ddcore_diffsel.windows.x_window_grid__mutmut_32": "torch.tensor(list of int) is int64 without dtype=",
+    "ddcore_diffsel.windows.x_square_windows__mutmut_17": 'meshgrid indexing=None is the default "ij" (a warning only)',
+    "ddcore_diffsel.windows.x_square_windows__mutmut_20": 'meshgrid without indexing is the default "ij" (a warning only)',
+    "ddcore_diffsel.windows.x_box_means__mutmut_14": "an extra padding row after the last one: never indexed (row stride unchanged)",
+    "ddcore_diffsel.windows.x_box_means__mutmut_23": "DEVICE: boxes.to(None) is a no-op; differs only with maps on a GPU",
+    "ddcore_diffsel.windows.x_box_means__mutmut_57": "int64 area divides a float64 sum to float64 either way",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_15": "DEVICE: boxes.to(None); differs only with scores on a GPU",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_20": "torch.full(..., -1) infers int64 without dtype=",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_24": "torch.full(..., -1) infers int64 without dtype=",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_21": "DEVICE: device=None is the CPU",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_25": "DEVICE: no device= is the CPU",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_26": "initial fill of picked is overwritten: every column gets where(valid, best, -1)",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_27": "initial fill of picked is overwritten: every column gets where(valid, best, -1)",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_32": "DEVICE: device=None is the CPU",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_36": "DEVICE: no device= is the CPU",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_39": 'float("-INF") is float("-inf")',
+    "ddcore_diffsel.windows.x_best_windows__mutmut_42": "DEVICE: device=None is the CPU",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_44": "DEVICE: no device= is the CPU",
+    "ddcore_diffsel.windows.x_best_windows__mutmut_78": 'float("-INF") is float("-inf")',
+    "ddcore_diffsel.windows.x_best_windows__mutmut_82": 'float("-INF") is float("-inf")',
+    "ddcore_diffsel.windows.x_crop_resize__mutmut_15": "DEVICE: boxes.to(None) is a no-op",
+    "ddcore_diffsel.windows.x_crop_resize__mutmut_20": "roi_align casts float32 rois to the input's dtype itself",
+    "ddcore_diffsel.windows.x_crop_resize__mutmut_26": "DEVICE: device=None is the CPU",
+    "ddcore_diffsel.windows.x_crop_resize__mutmut_29": "DEVICE: no device= is the CPU",
+    "ddcore_diffsel.windows.x_crop_resize__mutmut_27": "int64 batch index is promoted by torch.stack, then .to(images.dtype)",
+    "ddcore_diffsel.windows.x_crop_resize__mutmut_30": "int64 batch index is promoted by torch.stack, then .to(images.dtype)",
+    "ddcore_diffsel.windows.x_crop_resize__mutmut_53": "spatial_scale=1.0 is roi_align's default",
+    # diffsel.ranking
+    "ddcore_diffsel.ranking.x_score_order__mutmut_17": "torch.tensor(list of int) is int64 without dtype=",
+    "ddcore_diffsel.ranking.x_score_order__mutmut_19": "torch.tensor(list of int) is int64 without dtype=",
+    "ddcore_diffsel.ranking.x__two_means__mutmut_9": "all points close to points[0] iff all close to points[1] (n >= 2; up to allclose's tolerance)",
+    "ddcore_diffsel.ranking.x__two_means__mutmut_19": "KMeans n_init default 'auto' is 1 run with k-means++ init",
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_33": "a singleton's SSE is 0; a maximum of 0 falls back to scores exactly as -1 does",
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_36": "any negative SSE marker (-2 vs -1) is never chosen before the fall-back",
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_44": "a 0-SSE cluster is tried, found unsplittable and marked; the next round falls back with the same winners",
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_71": "splittable None is falsy like False",
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_79": "halves swapped: keep/new are then chosen by which half holds the winner",
+    "ddcore_diffsel.ranking.x__two_means__mutmut_1": "identical points (n >= 2) then reach KMeans, which gives them one label: None all the same",
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_108": "torch.tensor(list of int) is int64 without dtype=",
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_110": "torch.tensor(list of int) is int64 without dtype=",
+    "ddcore_diffsel.ranking.x_kmeans_order__mutmut_30": "len == k enters the fill with k - len = 0: adds nothing",
+    "ddcore_diffsel.ranking.x_kmeans_order__mutmut_50": "torch.tensor(list of int) is int64 without dtype=",
+    "ddcore_diffsel.ranking.x_kmeans_order__mutmut_52": "torch.tensor(list of int) is int64 without dtype=",
+}
+
+#: surviving mutants that are NOT equivalent but are left alive on purpose (counted against the score)
+KNOWN_SURVIVORS: dict[str, str] = {
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_67": "split = 1 (seed stream of splits >= 2): needs a 3rd split whose 2-means depends on random_state",
+    "ddcore_diffsel.ranking.x_bisecting_order__mutmut_69": "split += 2 (seed stream of splits >= 2): as above",
+    "ddcore_diffsel.ranking.x_kmeans_order__mutmut_20": "n_init 4 vs 3: best of more k-means++ restarts; same clusters on any input whose optimum 3 restarts find",
+    "ddcore_diffsel.ranking.x_rank_class__mutmut_14": "random_state=None (unseeded k-means): right answer on well separated data; a seed-sensitive test would be flaky",
+}
+
+PYPROJECT = """\
+[tool.pytest.ini_options]
+addopts = "-ra --strict-markers -p no:cacheprovider"
+markers = [
+    "slow: end-to-end tests that take more than a few seconds",
+    "multiprocess: tests that launch two real processes",
+]
+filterwarnings = ["ignore::UserWarning:torch.distributed.*"]
+
+[tool.mutmut]
+source_paths = [{package!r}]
+only_mutate = [{target!r}]
+also_copy = {also_copy}
+pytest_add_cli_args_test_selection = {tests}
+use_git_change_detection = false
+track_dependencies = false
+"""
+
+
+def stage(key: str, work: Path) -> Path:
+    target, tests = MODULES[key]
+    package = target.split("/")[0]
+    dest = work / key
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copytree(ROOT / PACKAGES[package], dest / package, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    test_dirs = sorted({str(Path(t).parent) for t in tests})
+    for folder in test_dirs:
+        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    tests = [t for t in tests if (ROOT / t).exists()]
+    (dest / "pyproject.toml").write_text(PYPROJECT.format(
+        package=package, target=target, also_copy=json.dumps(test_dirs), tests=json.dumps(tests)))
+    return dest
+
+
+def results(dest: Path) -> dict[str, str]:
+    """mutant name -> status, from ``mutmut results --all true``."""
+    out = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=dest, capture_output=True, text=True).stdout
+    status = {}
+    for line in out.splitlines():
+        name, sep, state = line.strip().partition(": ")
+        if sep and "__mutmut_" in name:
+            status[name] = state.strip()
+    return status
+
+
+def run_module(key: str, work: Path, children: int, report_only: bool = False) -> dict:
+    if report_only:  # re-read the last run's results (e.g. after editing EQUIVALENT)
+        dest, wall, returncode = work / key, 0.0, 0
+    else:
+        dest = stage(key, work)
+        start = time.monotonic()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(children)], cwd=dest, env=env,
+                              capture_output=True, text=True)
+        wall, returncode = time.monotonic() - start, proc.returncode
+        (dest / "mutmut-run.log").write_text(proc.stdout + proc.stderr)
+    status = results(dest)
+    # a mutant that makes a test hang (mutmut's "timeout") is detected too: counted as killed
+    killed = [n for n, s in status.items() if s in ("killed", "timeout")]
+    survived = [n for n, s in status.items() if s not in ("killed", "timeout")]
+    equivalent = [n for n in survived if n in EQUIVALENT]
+    gaps = [n for n in survived if n not in EQUIVALENT and n not in KNOWN_SURVIVORS]
+    denominator = len(status) - len(equivalent)
+    return {
+        "module": key, "file": MODULES[key][0], "tests": MODULES[key][1], "generated": len(status),
+        "killed": len(killed), "survived": len(survived), "equivalent": len(equivalent),
+        "score": (len(killed) / denominator) if denominator else None, "wall_s": round(wall, 1),
+        "survivors": {n: status[n] for n in survived}, "unexplained": gaps, "returncode": returncode,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"keys of MODULES (default: all): {', '.join(MODULES)}")
+    parser.add_argument("--children", type=int, default=int(os.environ.get("DD_MUTATION_CHILDREN", "2")))
+    parser.add_argument("--list", action="store_true", help="print the module -> tests mapping and exit")
+    parser.add_argument("--report-only", action="store_true", help="no run: tabulate the last run in the work folder")
+    args = parser.parse_args(argv)
+    if args.list:
+        for key, (target, tests) in MODULES.items():
+            print(f"{key:18} {target:32} {' '.join(tests)}")
+        return 0
+    work = Path(os.environ.get("DD_MUTATION_WORK", "/tmp/ddcore-mutation"))
+    keys = args.modules or list(MODULES)
+    rows = []
+    for key in keys:
+        if not (ROOT / PACKAGES[MODULES[key][0].split("/")[0]] / MODULES[key][0].split("/", 1)[1]).exists():
+            print(f"{key}: module not present, skipped", file=sys.stderr)
+            continue
+        if args.report_only and not (work / key / "mutants").is_dir():
+            print(f"{key}: no previous run in {work / key}, skipped", file=sys.stderr)
+            continue
+        row = run_module(key, work, args.children, args.report_only)
+        rows.append(row)
+        print(f"{key}: {row['killed']}/{row['generated']} killed, {row['survived']} survived "
+              f"({row['equivalent']} equivalent), {row['wall_s']} s", file=sys.stderr, flush=True)
+    print("| module | generated | killed | survived | equivalent | score | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        score = "n/a" if r["score"] is None else f"{100 * r['score']:.1f}%"
+        print(f"| {r['file']} | {r['generated']} | {r['killed']} | {r['survived']} | {r['equivalent']} | {score} "
+              f"| {r['wall_s']} |")
+    unexplained = [(r["module"], n, r["survivors"][n]) for r in rows for n in r["unexplained"]]
+    if unexplained:
+        print("\nUnexplained survivors (real gaps, or equivalent mutants not yet listed in EQUIVALENT):")
+        for module, name, state in unexplained:
+            print(f"  {module}: {name} ({state})")
+    work.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        for name, state in r["survivors"].items():
+            why = EQUIVALENT.get(name) or ("kept alive: " + KNOWN_SURVIVORS[name] if name in KNOWN_SURVIVORS
+                                           else f"UNEXPLAINED ({state})")
+            print(f"  {name}: {why}", file=sys.stderr)
+    (work / ("report-only.json" if args.report_only else "report.json")).write_text(json.dumps(rows, indent=1))
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
