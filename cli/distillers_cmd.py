@@ -29,6 +29,7 @@ def distillers_command(plugins: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.markup import escape
     from rich.table import Table
 
     from ddcore_cli.output import stdout
@@ -37,5 +38,5 @@ def distillers_command(plugins: tuple[str, ...], as_json: bool) -> None:
     for column in ("name", "plugin", "options", "calls", "description"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], row["plugin"], row["table"], ", ".join(row["calls"]), row["description"])
+        table.add_row(*(escape(text) for text in (row["name"], row["plugin"], row["table"], ", ".join(row["calls"]), row["description"])))
     stdout().print(table)

@@ -8,7 +8,7 @@ registered. The run pipeline calls, in order::
 
     distiller = factory(ctx, options)          # after the plugins and the config are validated
     distiller.check()                          # after the dataset is built, before any file is written
-    distiller.initial_set()                    # None: dd_select + dd_initialize build it (the default)
+    distiller.initial_set(session)             # None: dd_select + dd_initialize build it (the default)
     distiller.distill(initial, session)        # returns the distilled set
 
 :class:`DistillSession` gives a distiller its checkpoints (with every plugin's state inside,
@@ -146,28 +146,32 @@ def _no_distiller(ctx: "RunContext", options: Any) -> Distiller:
 def resolve_distiller(config: Any, registry: DistillerRegistry, dataset_family: str) -> DistillerEntry:
     """Validate the run's distiller tables against the registry; sets ``config.distill_options``.
 
-    Every top-level table in ``config.tables`` must belong to a registered distiller (else a one-line
-    :class:`ConfigError` naming the table). The chosen distiller's table is filled by its ``configure``
-    (presets; ``dataset_family`` is the dataset's preset family or its name) and validated into its
-    ``config_class``; the tables of other distillers are type-checked and otherwise ignored.
+    Every top-level table in ``config.tables`` must be the chosen distiller's: an unknown table, or
+    another distiller's (``[tm]`` with ``distill = "none"``: its options would be silently ignored), is a
+    one-line :class:`ConfigError` naming the table. The chosen distiller's table is filled by its
+    ``configure`` (presets; ``dataset_family`` is the dataset's preset family or its name) and validated
+    into its ``config_class``.
     """
     from ddcore.config import from_mapping
 
     entry = registry.entry(config.distill)
     for name, table in config.tables.items():
         if name not in registry.entries or name == NONE:
+            from ddcore.plugins import installed_entry_points
+
             distillers = ", ".join(n for n in registry.names() if n != NONE) or "none registered"
+            plugin_hint = f"; if plugin '{name}' registers it, add --plugin {name}" if name in installed_entry_points() else ""
             raise ConfigError(
                 f"unknown config table [{name}]: it is neither a core table nor a registered distiller's "
-                f"(distillers: {distillers})"
+                f"(distillers: {distillers}){plugin_hint}"
             )
-        other = registry.entries[name]
-        if other.config_class is None:
-            if table:
-                raise ConfigError(f"config table [{name}]: distiller '{name}' takes no options")
-            continue
-        if name != entry.name:
-            from_mapping(other.config_class, table, prefix=f"{name}.")
+        if name != entry.name:  # options that would be silently ignored
+            raise ConfigError(
+                f"config table [{name}] holds options of distiller '{name}', but the run has distill = "
+                f"'{entry.name}'; pass --distill {name}, or drop the table"
+            )
+        if registry.entries[name].config_class is None and table:
+            raise ConfigError(f"config table [{name}]: distiller '{name}' takes no options")
     table = dict(config.tables.get(entry.name, {}))
     if entry.configure is not None:
         table = dict(entry.configure(table, dataset_family, config.ipc))

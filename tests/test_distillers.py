@@ -125,7 +125,9 @@ def test_unknown_distillers_tables_and_keys_are_one_line_errors_before_any_work(
         ({"distill": "shfit"}, 'unknown distiller "shfit" (option --distill). Did you mean "shift"? Registered: none, shift, tm'),
         ({"distill": "shift", "shift": {"amout": 1.0}}, "unknown config key 'shift.amout'; did you mean 'shift.amount'?"),
         ({"shfit": {"amount": 1.0}}, "unknown config table [shfit]: it is neither a core table nor a registered distiller's"),
-        ({"distill": "shift", "tm": {"iterations": "many"}}, "config key 'tm.iterations': expected an integer, got 'many'"),
+        ({"distill": "shift", "tm": {"iterations": 3}},
+         "config table [tm] holds options of distiller 'tm', but the run has distill = 'shift'; pass --distill tm"),
+        ({"tm": {"iterations": 3}}, "config table [tm] holds options of distiller 'tm', but the run has distill = 'none'"),
     ]
     for config, message in cases:
         with pytest.raises(ConfigError) as info:
