@@ -32,7 +32,6 @@ GRID_FILE = "grid.png"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 LOG_FILE = "run.log"
-TM_LOG_FILE = "tm_log.json"
 CHECKPOINT_DIR = "checkpoints"
 INITIAL_FILE = "initial.pt"
 #: What the run had recorded (``ctx.records``) and timed (stages) when the initial set was saved, so that a

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ddcore.distillers import DistillSession
 
 NAME = "tm"
+#: The per-iteration log in the run directory (loss, experts, start epoch, syn_lr).
+LOG_FILE = "tm_log.json"
 #: The weighting hooks the matcher calls in every step.
 CALLS = ("dd_pixel_weights", "dd_supervision_weights")
 
@@ -97,7 +99,7 @@ class TrajectoryMatchingDistiller(Distiller):
 
     def expert_epochs(self) -> int:
         """Epochs per expert: ``experts.epochs``, or just what the ``[tm]`` window needs."""
-        return self.ctx.config.experts.epochs or self.options.max_start_epoch + self.options.expert_epochs
+        return expert_epochs(self.ctx.config, self.options)
 
     def expert_buffer(self, session: "DistillSession"):
         """The run's expert trajectories, trained (sharded, cached) on first use; also ``ctx.experts``."""
@@ -107,7 +109,7 @@ class TrajectoryMatchingDistiller(Distiller):
             ctx = self.ctx
             with session.stage("experts"):
                 self._experts = ensure_experts(
-                    ctx, ctx.dataset, expert_recipe(ctx, self.expert_epochs()), data_root=ctx.config.data_root or None
+                    ctx, ctx.dataset, resolve_expert_recipe(ctx, self.options), data_root=ctx.config.data_root or None
                 )
             ctx.experts = self._experts
         return self._experts
@@ -141,6 +143,6 @@ class TrajectoryMatchingDistiller(Distiller):
             "first_loss": log[0]["loss"], "last_loss_mean10": sum(row["loss"] for row in last) / len(last),
             "syn_lr": distilled.lr,
         })  # fmt: skip
-        session.add_artifact("tm_log.json", log)
+        session.add_artifact(LOG_FILE, log)
         return distilled
 

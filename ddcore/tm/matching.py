@@ -53,6 +53,13 @@ def minibatch_order(n: int, batch_syn: int, syn_steps: int, generator: torch.Gen
     return chunks[:syn_steps]
 
 
+def inner_loss(model: nn.Module, shapes: ParamShapes, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The student's loss on one minibatch, ``CE(f(x; theta), y)``: ``theta [P]`` flat parameters, ``x [B, C, H, W]``,
+    ``y`` hard ``[B]`` (cross-entropy) or soft logits ``[B, K]`` (soft cross-entropy); a scalar. Shared by both unrolls."""
+    logits = functional_call(model, unflatten_params(theta, shapes), (x,))
+    return soft_cross_entropy(logits, y) if y.ndim == 2 else F.cross_entropy(logits, y)
+
+
 def unroll(
     model: nn.Module,
     start: torch.Tensor,
@@ -73,10 +80,7 @@ def unroll(
         x = images[index]
         if augment is not None:
             x = augment(x)
-        logits = functional_call(model, unflatten_params(theta, shapes), (x,))
-        y = labels[index]
-        ce = soft_cross_entropy(logits, y) if y.ndim == 2 else F.cross_entropy(logits, y)
-        (grad,) = torch.autograd.grad(ce, theta, create_graph=True)
+        (grad,) = torch.autograd.grad(inner_loss(model, shapes, theta, x, labels[index]), theta, create_graph=True)
         theta = theta - syn_lr * grad
     return theta
 

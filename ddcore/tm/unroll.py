@@ -48,14 +48,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
-from ddcore.tm.flatparams import unflatten_params
-from ddcore.training import soft_cross_entropy
-
-ParamShapes = Sequence[tuple[str, Sequence[int]]]
+from ddcore.tm.matching import ParamShapes, inner_loss
 
 
 class Replayable(Protocol):
@@ -127,12 +122,6 @@ class Tape:
         return self.thetas[-1]
 
 
-def _loss(model: nn.Module, shapes: ParamShapes, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The inner loss ``CE(f(x; theta), y)``: soft cross-entropy for soft logits ``y [B, K]``, else hard ``y [B]``."""
-    logits = functional_call(model, unflatten_params(theta, shapes), (x,))
-    return soft_cross_entropy(logits, y) if y.ndim == 2 else F.cross_entropy(logits, y)
-
-
 def forward(
     model: nn.Module,
     start: torch.Tensor,
@@ -167,7 +156,7 @@ def forward(
             leaf = theta.detach().requires_grad_(True)
             if augment is not None:
                 x = augment.apply(x, params)
-            (grad,) = torch.autograd.grad(_loss(model, shapes, leaf, x, y_all[index]), leaf)
+            (grad,) = torch.autograd.grad(inner_loss(model, shapes, leaf, x, y_all[index]), leaf)
         with torch.no_grad():
             theta = theta - lr * grad
         tape.thetas.append(theta)
@@ -239,7 +228,7 @@ def backward(
             x = x_all[index].requires_grad_(want_images)
             y = y_all[index].requires_grad_(want_labels)
             augmented = augment.apply(x, params) if augment is not None else x
-            (grad,) = torch.autograd.grad(_loss(model, shapes, theta, augmented, y), theta, create_graph=True)
+            (grad,) = torch.autograd.grad(inner_loss(model, shapes, theta, augmented, y), theta, create_graph=True)
             h = torch.dot(grad, a)
             inputs = [theta] + ([x] if want_images else []) + ([y] if want_labels else [])
             parts = list(torch.autograd.grad(h, inputs))
