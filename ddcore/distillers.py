@@ -130,13 +130,17 @@ class DistillerRegistry:
         if name not in self.entries:
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f' Did you mean "{close[0]}"?' if close else ""
-            from ddcore.plugins import installed_entry_points
-
-            plugin_hint = f"; if plugin '{name}' registers it, add --plugin {name}" if name in installed_entry_points() else ""
             raise ConfigError(
-                f'unknown distiller "{name}" (option --distill).{hint} Registered: {", ".join(self.names())}{plugin_hint}'
+                f'unknown distiller "{name}" (option --distill).{hint} Registered: {", ".join(self.names())}{_plugin_hint(name)}'
             )
         return self.entries[name]
+
+
+def _plugin_hint(name: str) -> str:
+    """``"; ... add --plugin NAME"`` when an installed, inactive plugin has that name (it may register the distiller)."""
+    from ddcore.plugins import installed_entry_points
+
+    return f"; if plugin '{name}' registers it, add --plugin {name}" if name in installed_entry_points() else ""
 
 
 def _no_distiller(ctx: "RunContext", options: Any) -> Distiller:
@@ -157,13 +161,10 @@ def resolve_distiller(config: Any, registry: DistillerRegistry, dataset_family: 
     entry = registry.entry(config.distill)
     for name, table in config.tables.items():
         if name not in registry.entries or name == NONE:
-            from ddcore.plugins import installed_entry_points
-
             distillers = ", ".join(n for n in registry.names() if n != NONE) or "none registered"
-            plugin_hint = f"; if plugin '{name}' registers it, add --plugin {name}" if name in installed_entry_points() else ""
             raise ConfigError(
                 f"unknown config table [{name}]: it is neither a core table nor a registered distiller's "
-                f"(distillers: {distillers}){plugin_hint}"
+                f"(distillers: {distillers}){_plugin_hint(name)}"
             )
         if name != entry.name:  # options that would be silently ignored
             raise ConfigError(
