@@ -10,7 +10,9 @@ runs="${1:-3}"
 dd="${DD:-.venv/bin/dd}"
 out=runs/compdd-mini
 mkdir -p "$out"
-common=(--plugin compdd --ipc 1 --eval-runs 0 --set "plugin.compdd.runs=$runs" --set eval.width=32 --overwrite --quiet)
+# Every run is measured by the Comp-DD protocol alone (evaluate = "on", built-in evaluator off), so the report pairs
+# like with like; `dd compdd report` refuses to take a gap between runs measured differently.
+common=(--plugin compdd --ipc 1 --eval-runs 0 --set 'plugin.compdd.evaluate="on"' --set "plugin.compdd.runs=$runs" --set eval.width=32 --overwrite --quiet)
 tm=(--distill tm --set tm.preset=digits-ipc1 --set "tm.iterations=${TM_ITERATIONS:-200}")
 methods=(random tm)
 if "$dd" plugins --json | python3 -c 'import json,sys; sys.exit(0 if any(p["name"]=="edf" and p["status"]=="ok" for p in json.load(sys.stdin)) else 1)'; then

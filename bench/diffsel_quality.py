@@ -35,6 +35,8 @@ def run_one(args, method: str, ipc: int) -> dict:
     }  # fmt: skip
     if "select" in spec:
         config["select"] = spec["select"]
+    if "compdd" in args.plugin:  # every cell is the built-in evaluator's (and KD's); the Comp-DD protocol would differ
+        config["plugin"]["compdd"] = {"evaluate": "off"}
     started = time.perf_counter()
     result = ddcore.run(config, ["diffsel", *args.plugin], write=False, quiet=not args.verbose)
     m = result.metrics

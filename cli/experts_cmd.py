@@ -5,8 +5,10 @@ recipe comes from :func:`ddcore.tm.distiller.resolve_expert_recipe` for the run 
 (``--config``, ``--set`` and the flags below, with ``distill = "tm"``), so the epochs follow the ``[tm]``
 preset of the dataset and ``--ipc``, and the network is the ``[eval]`` one. They land in
 ``<cache-dir>/experts/<key>/`` (see :mod:`ddcore.tm.experts`); a later run with the same options reuses
-them, and asking for more experts trains only the new ones. Under ``torchrun`` the missing experts are
-shared out over the processes.
+them, and asking for more experts trains only the new ones. The key includes the data's content
+fingerprint (:func:`ddcore.datasig.dataset_fingerprint`, printed with the folder), so experts of images
+that have since been rewritten, swapped or replaced are never reused. Under ``torchrun`` the missing
+experts are shared out over the processes.
 """
 
 from __future__ import annotations
@@ -109,4 +111,9 @@ def experts_command(config_file, plugins, sets, quiet, **flags) -> None:
         table.add_row(str(index), f"{info['final_train_acc']:.2f}", f"{info['test_acc']:.2f}", name)
     console = stdout()
     console.print(table)
-    console.print(f"cache folder: {buffer.folder} ({len(trained)} trained, {len(buffer) - len(trained)} reused)", soft_wrap=True)
+    fingerprint = ctx.records["experts"].get("fingerprint", "")
+    console.print(
+        f"cache folder: {buffer.folder} ({len(trained)} trained, {len(buffer) - len(trained)} reused); "
+        f"data fingerprint {fingerprint} (experts are reused only for data with this fingerprint)",
+        soft_wrap=True,
+    )

@@ -74,7 +74,7 @@ def merged_config(config_file: Path | None, plugins: tuple[str, ...], sets: tupl
 @click.option("--seed", type=int, help="The run's one seed (default 0).")
 @click.option("--name", help="Run name (default <dataset>-ipc<ipc>).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<timestamp>-<name>).")
-@click.option("--overwrite", is_flag=True, help="Reuse an --out that already holds a run.")
+@click.option("--overwrite", is_flag=True, help="Replace the run in --out: everything in that folder is deleted first (only a folder holding a ddcore run).")
 @click.option("--select", help="Plugin that answers dd_select when several could.")
 @click.option("--initialize", help="Plugin that answers dd_initialize when several could.")
 @click.option("--distill", metavar="NAME", help="A registered distiller (dd distillers): none (selection only, the default), tm (trajectory matching), or a plugin's.")
@@ -86,21 +86,19 @@ def merged_config(config_file: Path | None, plugins: tuple[str, ...], sets: tupl
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set eval.lr=0.02 --set plugin.edf.beta=2.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache folder (default $DDCORE_CACHE or ~/.cache/ddcore).")
 @click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")
-@click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR", help="Continue an interrupted run with its recorded config.")
+@click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR", help="Continue a run from its last finished stage with its recorded config; other options may change only later stages (eval.* once the set is distilled).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the metrics table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
 def run_command(config_file, plugins, sets, resume, quiet, as_json, **flags) -> None:
     """Distil a dataset and evaluate the result; artifacts go to the run directory."""
     import json
 
-    from ddcore.errors import DDError
     from ddcore.runner import resume_run, run
     from ddcore_cli.output import metrics_table, stdout
 
-    if resume is not None:
-        if config_file or plugins or sets or any(v not in (None, False, ()) for v in flags.values()):
-            raise DDError("--resume continues a run with its recorded config; give no other run options")
-        result = resume_run(resume, quiet=quiet or as_json)
+    if resume is not None:  # options that shape what the run has saved are refused there, naming the key
+        overrides = merged_config(config_file, plugins, sets, **flags)
+        result = resume_run(resume, quiet=quiet or as_json, overrides=overrides)
     else:
         result = run(merged_config(config_file, plugins, sets, **flags), quiet=quiet or as_json)
     if result.manifest["accelerate"]["process_index"] != 0:  # only the main process prints
@@ -111,4 +109,8 @@ def run_command(config_file, plugins, sets, resume, quiet, as_json, **flags) -> 
     console = stdout()
     if result.metrics:
         console.print(metrics_table(result.metrics, title=f"{result.manifest['name']} metrics (accuracy %)"))
+        from ddcore.builtin.evaluate import describe_rows
+
+        for line in describe_rows(result.metrics):  # what each row is, and the paired headline
+            console.print(line, soft_wrap=True, highlight=False)
     console.print(f"run directory: {result.out_dir}")

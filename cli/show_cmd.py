@@ -31,7 +31,7 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     summary.add_column("key")
     summary.add_column("value")
     rows = {
-        "status": manifest.get("status", "?") + (f" ({manifest['error']})" if manifest.get("error") else ""),
+        "status": run_state(run_dir, manifest),
         "name": manifest.get("name"),
         "dataset": config.get("dataset"),
         "ipc": config.get("ipc"),
@@ -55,3 +55,33 @@ def show_command(run_dir: Path, as_json: bool) -> None:
         console.print(table)
     if metrics:
         console.print(metrics_table(metrics, title="metrics (accuracy %)"))
+
+
+def run_state(run_dir: Path, manifest: dict) -> str:
+    """One line: the status, how far the run got (what its directory holds) and what can be done next.
+
+    ``"failed: distilled (distilled.pt saved), evaluation failed: PluginError: ...; redo the evaluation
+    with `dd eval RUN` or `dd run --resume RUN`"``.
+    """
+    status = str(manifest.get("status", "?"))
+    finished = manifest.get("finished") or []
+    error = manifest.get("error")
+    if status == "complete":
+        return status
+    if "distilled" in finished:
+        reached = "distilled (distilled.pt saved)"
+    elif "initial" in finished:
+        reached = "initial set saved (checkpoints/initial.pt), distillation not finished"
+    else:
+        reached = "nothing saved yet"
+    if status == "failed":
+        stage = manifest.get("failed_stage")
+        what = {"evaluate": "evaluation", "distill": "distillation"}.get(stage or "", f"stage {stage}" if stage else "the run")
+        text = f"failed: {reached}, {what} failed" + (f": {error}" if error else "")
+    elif status == "running":
+        text = f"running (or killed): {reached}"
+    else:
+        text = f"{status}: {reached}"
+    if "distilled" in finished:
+        return f"{text}; redo the evaluation with `dd eval {run_dir}` or `dd run --resume {run_dir}`"
+    return f"{text}; continue with `dd run --resume {run_dir}`"

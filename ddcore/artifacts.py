@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -87,21 +88,67 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def prepare_out_dir(out: Path, overwrite: bool) -> Path:
-    """Create ``out`` and prove it writable; refuse to mix two runs in one directory.
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a ddcore run: a ``manifest.json`` that is a JSON object with ``format`` and ``status``."""
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and "format" in data and "status" in data
 
-    Raises a :class:`DDError` naming ``--out`` when the folder holds another run (unless
-    ``overwrite``) or cannot be created or written.
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` a fresh run may not use, without writing anything.
+
+    A fresh run starts in a new or empty folder, or, with ``overwrite``, in a folder that holds a
+    ddcore run (its ``manifest.json``), whose whole content :func:`prepare_out_dir` then deletes. Raises
+    a one-line :class:`DDError` naming ``--out`` for a file, a folder holding another run (without
+    ``overwrite``) and a non-empty folder that holds no run (never deleted, even with ``overwrite``).
     """
     if out.exists() and not out.is_dir():
         raise DDError(f"--out {out} is a file, not a directory")
-    if (out / MANIFEST_FILE).exists() and not overwrite:
-        raise DDError(f"--out {out} already holds a run; choose another --out or pass --overwrite")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not holds_run(out):
+        raise DDError(f"--out {out} is a non-empty folder that holds no ddcore run (no manifest.json); choose a new or empty --out")
+    if not overwrite:
+        raise DDError(f"--out {out} already holds a run; choose another --out, pass --overwrite to replace it, or --resume {out} to continue it")
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out`` empty and prove it writable; refuse to mix two runs in one directory.
+
+    With ``overwrite``, a folder holding a ddcore run is emptied first (every file and folder in it:
+    ``checkpoints/``, ``tm_log.json``, ``eval-*.json``, ...), so that nothing of the old run is read or
+    left behind. Raises a :class:`DDError` naming ``--out`` as :func:`check_out_dir` does, or when the
+    folder cannot be emptied, created or written.
+    """
+    check_out_dir(out, overwrite)
     try:
+        if out.is_dir():
+            for child in out.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
         raise DDError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+    return out
+
+
+def probe_out_dir(out: Path) -> Path:
+    """Prove that an existing run directory (``dd run --resume``) is writable; a one-line :class:`DDError` if not."""
+    try:
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DDError(f"run directory {out} is not writable: {exc.strerror or exc}") from None
     return out

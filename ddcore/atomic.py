@@ -1,12 +1,14 @@
 """Atomic file writes: a killed run never leaves a half-written file behind.
 
 Each writer creates a temporary file in the destination folder, flushes and fsyncs it, then
-``os.replace``-s it over the destination (atomic on POSIX and Windows).
+``os.replace``-s it over the destination (atomic on POSIX and Windows). :func:`write_json` writes strict
+JSON only: a NaN or infinite number is refused (:class:`NonFiniteJSONError`) before the file is touched.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -47,10 +49,55 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             yield handle
 
 
+class NonFiniteJSONError(ValueError):
+    """:func:`write_json` was given a NaN or an infinite number, which JSON cannot hold.
+
+    A bug of the writer's caller: a quantity that can be undefined (the spread of one run, an accuracy
+    never measured) must be written as ``null`` with a note, never as a number that is not one.
+    """
+
+
+def non_finite_paths(data: Any, root: str = "$") -> list[str]:
+    """The key paths (``$.metrics["eval/acc_std"]``, ``$.runs[2]``) of every NaN or infinite float in ``data``.
+
+    Walks dicts, lists and tuples; other values are not numbers JSON would write as such.
+
+    >>> non_finite_paths({"a": [1.0, float("nan")], "b/c": {"d": float("inf")}})
+    ['$.a[1]', '$["b/c"].d']
+    """
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [(root, data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                found.append(where)
+        elif isinstance(value, dict):
+            for key, item in reversed(list(value.items())):
+                name = str(key)
+                step = f".{name}" if name.isidentifier() else f"[{json.dumps(name)}]"
+                stack.append((where + step, item))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{index}]", item) for index, item in reversed(list(enumerate(value))))
+    return found
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
+    """Write ``data`` as indented, strict JSON (RFC 8259), atomically; objects JSON lacks are written as ``str``.
+
+    Raises:
+        NonFiniteJSONError: ``data`` holds a NaN or an infinite float (the message names ``path`` and the
+            key path of the first); nothing is written and an existing file is left as it was.
+    """
+    bad = non_finite_paths(data)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise NonFiniteJSONError(
+            f"refusing to write {path}: {bad[0]}{more} is not a finite number, which JSON cannot hold "
+            "(a bug: the writer must give null, with a note, for an undefined value)"
+        )
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+        json.dump(data, handle, indent=2, sort_keys=False, default=str, allow_nan=False)
         handle.write("\n")
 
 

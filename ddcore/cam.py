@@ -25,12 +25,13 @@ Layers are named as in ``model.named_modules()`` (``"layer4"``, ``"features.2.2"
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcore.context import derive_seed
 from ddcore.errors import PluginError
 
 CamMethod = Literal["gradcam", "smooth_gradcampp"]
@@ -214,8 +215,11 @@ def _chunk_maps(
     """Layer-resolution maps for one chunk. ``noise [S, B, C, H, W]`` (already scaled) for Smooth Grad-CAM++."""
     x = images.detach().requires_grad_(True)  # so the layer's output has a graph even with frozen weights
     if method == "gradcam":
+        if x.shape[0] == 1:  # never a one-row pass (grad_cam: batch-size independence)
+            x, targets = x.expand(2, *x.shape[1:]), targets.expand(2)
         logits, activations = _layer_activations(model, layer, x, forward)
-        return gradcam_maps(activations.detach(), _target_gradients(logits, activations, targets))
+        maps = gradcam_maps(activations.detach(), _target_gradients(logits, activations, targets))
+        return maps[: images.shape[0]]
     assert noise is not None
     samples, batch = noise.shape[0], images.shape[0]
     # One pass over the clean images and every noisy copy: [(S+1)*B, C, H, W].
@@ -239,6 +243,7 @@ def grad_cam(
     noise: float = 0.3,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    seeds: Sequence[int] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Class activation maps of ``images`` for their ``targets`` at ``layer``, normalised per image.
 
@@ -253,11 +258,19 @@ def grad_cam(
             copies; the variant EDF's authors used).
         samples: noisy copies per image (Smooth Grad-CAM++ only), at least 1.
         noise: the noise's standard deviation in the images' (normalised) units (Smooth Grad-CAM++).
-        generator: CPU generator for the noise; default a fresh one seeded with 0 (never global state).
-            The noise is ``noise * randn([samples, N, C, H, W])``, drawn once for all images (on the
-            CPU) and sliced per chunk, so the maps do not depend on ``batch_size``.
+        generator: used only without ``seeds``: one draw from it gives the base seed, and image ``i`` of
+            this call gets the seed ``derive_seed(base, i)``; default a fresh generator seeded with 0
+            (never global state).
         batch_size: images per forward pass (``None``: all at once; :func:`cam_chunk_size` bounds it by
             memory). Smooth Grad-CAM++ puts ``(samples + 1) * batch_size`` images through the model at a time.
+        seeds: ``[N]`` one seed per image (Smooth Grad-CAM++): image ``i``'s noise is
+            :func:`item_noise` of ``seeds[i]``, drawn on the CPU chunk by chunk, so it depends neither on
+            ``batch_size`` nor on which other images share the call (or the process).
+
+    The maps do not depend on ``batch_size``: each image's noise is its own, images never interact in
+    eval mode, and a chunk of one image is padded to two rows (CPU convolutions take another kernel for
+    a single row, whose rounding differs). Tested bit for bit on the CPU; on a GPU, kernels chosen by
+    batch size can still differ in the last bits.
 
     Returns:
         ``[N, H, W]`` float32 on ``images.device``, detached: each map upsampled bilinearly to the
@@ -274,19 +287,45 @@ def grad_cam(
     if isinstance(layer, str) or layer is None:
         layer = resolve_layer(model, layer)
     targets = targets.to(device=images.device, dtype=torch.long)
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    step = batch_size or images.shape[0]
-    scaled_all = None
-    if method == "smooth_gradcampp":  # [S, N, C, H, W] on the CPU: the same draws whatever the chunking
-        scaled_all = torch.randn((samples, *images.shape), generator=generator, dtype=images.dtype) * noise
+    count = images.shape[0]
+    if method == "smooth_gradcampp":
+        if seeds is None:
+            if generator is None:
+                generator = torch.Generator().manual_seed(0)
+            base = int(torch.randint(0, 2**62, (1,), generator=generator))
+            seeds = [derive_seed(base, i) for i in range(count)]
+        seeds = [int(seed) for seed in seeds]
+        if len(seeds) != count:
+            raise PluginError(f"grad_cam needs one noise seed per image: {len(seeds)} seeds for {count} images")
+    step = batch_size or count
     maps = []
     with torch.enable_grad(), _eval_mode(model):
-        for begin in range(0, images.shape[0], step):
+        for begin in range(0, count, step):
             chunk = images[begin : begin + step]
-            scaled = None if scaled_all is None else scaled_all[:, begin : begin + step].to(chunk.device)
+            scaled = None
+            if method == "smooth_gradcampp":  # [S, b, C, H, W]: each image's own draws
+                assert seeds is not None
+                scaled = (item_noise(seeds[begin : begin + step], samples, tuple(images.shape[1:]), images.dtype) * noise)
+                scaled = scaled.to(chunk.device)
             maps.append(_chunk_maps(model, layer, chunk, targets[begin : begin + step], method, scaled))
     return normalize_maps(torch.cat(maps).detach(), tuple(images.shape[-2:]))
+
+
+def item_noise(seeds: Sequence[int], samples: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of each item from its own seed: item ``i`` is
+    ``randn([samples, *shape], generator=Generator().manual_seed(seeds[i]))`` on the CPU.
+
+    Shape: ``len(seeds)`` items -> ``[samples, len(seeds), *shape]``. An item's draws are the same in
+    any batch, at any position.
+
+    >>> a = item_noise([7, 8], 2, (3,)); b = item_noise([8], 2, (3,))
+    >>> a.shape, torch.equal(a[:, 1], b[:, 0])
+    (torch.Size([2, 2, 3]), True)
+    """
+    if not seeds:
+        return torch.empty(samples, 0, *shape, dtype=dtype)
+    draws = [torch.randn((samples, *shape), generator=torch.Generator().manual_seed(int(seed)), dtype=dtype) for seed in seeds]
+    return torch.stack(draws, dim=1)
 
 
 def cam_chunk_size(
@@ -302,7 +341,7 @@ def cam_chunk_size(
     """The largest chunk (``batch_size`` of :func:`grad_cam`) whose projected extra memory stays within
     ``budget_bytes``, between 1 and ``num_images``.
 
-    The projection runs :func:`grad_cam`'s own per-chunk code for a chunk of 1 and of 2 images on the
+    The projection runs :func:`grad_cam`'s own per-chunk code for a chunk of 2 and of 3 images on the
     ``meta`` device (shapes only, no compute; the model's parameters and buffers are swapped for
     ``meta`` tensors through :func:`torch.func.functional_call`, the model itself is not touched) and
     counts the live tensor bytes (:class:`ddcore.memtrace.LiveTensorBytes`), the chunk's noisy copies
@@ -338,7 +377,8 @@ def cam_chunk_size(
         with torch.enable_grad(), _eval_mode(model):
             return peak_live_bytes(chunk)
 
-    one, two = cost(1), cost(2)
-    per_image = max(1, two - one)
-    fits = (budget_bytes - (one - per_image)) // per_image
+    # Two and three images: a one-image Grad-CAM chunk runs as two rows (see grad_cam), so cost(1) is not on the line.
+    two, three = cost(2), cost(3)
+    per_image = max(1, three - two)
+    fits = (budget_bytes - (two - 2 * per_image)) // per_image
     return int(min(max(1, fits), max(1, num_images)))

@@ -1,8 +1,10 @@
 """The run configuration: a TOML file plus flags (flags win), validated before any work.
 
 Every key has a type and a default here; unknown keys, wrong types and impossible values are
-:class:`~ddcore.errors.ConfigError` with a one-line message naming the key. Plugin options live in
-``[plugin.<name>]`` tables and are validated against the dataclass the plugin declares as
+:class:`~ddcore.errors.ConfigError` with a one-line message naming the key. Numbers are checked by one
+mechanism, before any work: every ``float`` must be finite, and a field's range is declared on its
+annotation (``Annotated[float, Range(gt=0)]``, :class:`Range`; seeds: :data:`Seed`). Plugin options live
+in ``[plugin.<name>]`` tables and are validated the same way against the dataclass the plugin declares as
 ``config_class`` (see ``CONTRIBUTING.md``).
 
 A config file::
@@ -24,12 +26,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,6 +45,88 @@ from ddcore.vocab import EXPERT_DEFAULTS, AugmentOption, LabelMode, Optimizer, S
 BASELINES = ("random", "full")
 
 
+# ----------------------------------------------------------------------------------------------
+# Numeric ranges (one mechanism for the core config and every plugin's config_class)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric config field accepts, declared on its annotation (as in ``annotated-types``)::
+
+        lr: Annotated[float, Range(gt=0)] = 0.01
+        momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
+        epochs: Annotated[int, Range(ge=0, note="0: the preset's")] = 0
+        alpha: Annotated[float, Range(ge=0, lt=1)] | None = None
+
+    :func:`from_mapping` checks every value it reads (and every default) before any work; a value
+    outside is a :class:`~ddcore.errors.ConfigError` naming the dotted key, e.g. ``config key 'eval.lr'
+    must be a finite number > 0, got nan``. Independently of any ``Range``, a ``float`` field is always
+    refused NaN and, unless ``allow_inf=True``, ``inf``/``-inf``; an ``int`` field must fit in 64 bits.
+
+    Attributes:
+        gt, ge: exclusive / inclusive lower bound (at most one of the two).
+        lt, le: exclusive / inclusive upper bound (at most one of the two).
+        allow_inf: a ``float`` field may be infinite (still within the bounds); NaN never is.
+        note: appended to the error in parentheses (what the special values mean, or the flag that sets it).
+    """
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    allow_inf: bool = False
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.gt is not None and self.ge is not None or self.lt is not None and self.le is not None:
+            raise TypeError("Range takes at most one lower bound (gt or ge) and one upper bound (lt or le)")
+
+    def admits(self, value: float) -> bool:
+        """Whether ``value`` (a number, not NaN) lies within the bounds."""
+        return not (
+            (self.gt is not None and not value > self.gt)
+            or (self.ge is not None and not value >= self.ge)
+            or (self.lt is not None and not value < self.lt)
+            or (self.le is not None and not value <= self.le)
+        )
+
+    def describe(self, integer: bool = False) -> str:
+        """The bounds in words: ``> 0``, ``>= 0``, ``at least 1`` (integers), ``in [0, 1)``, ``<= 5``; ``""`` if none.
+
+        >>> Range(gt=0).describe(), Range(ge=1).describe(integer=True), Range(ge=0, lt=1).describe()
+        ('> 0', 'at least 1', 'in [0, 1)')
+        """
+        low = self.gt if self.gt is not None else self.ge
+        high = self.lt if self.lt is not None else self.le
+        if low is not None and high is not None:
+            return f"in {'(' if self.gt is not None else '['}{_number_text(low)}, {_number_text(high)}{')' if self.lt is not None else ']'}"
+        if self.gt is not None:
+            return f"> {_number_text(self.gt)}"
+        if self.ge is not None:
+            return f"at least {_number_text(self.ge)}" if integer else f">= {_number_text(self.ge)}"
+        if self.lt is not None:
+            return f"< {_number_text(self.lt)}"
+        if self.le is not None:
+            return f"<= {_number_text(self.le)}"
+        return ""
+
+
+#: The one seed of a run: what every random generator the run seeds accepts (accelerate's ``set_seed``
+#: seeds numpy, which takes ``0 .. 2**32 - 1``; ``torch.manual_seed`` and ``random.seed`` take more).
+Seed = Annotated[int, Range(ge=0, le=2**32 - 1, note="numpy's seed range")]
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**63 else repr(value)
+
+
+class _OutOfRange(ConfigError):
+    """A value of the right type outside its field's range (a union does not try its other members)."""
+
+
 @dataclass
 class EvalConfig:
     """The built-in evaluator: train ``runs`` fresh networks on the distilled set, test on real data.
@@ -49,35 +134,26 @@ class EvalConfig:
     ``0`` or ``"auto"`` values are filled from the dataset's preset (see :mod:`ddcore.presets`).
     """
 
-    runs: int = 3
+    runs: Annotated[int, Range(ge=0, note="0: no evaluation")] = 3
     model: str = "auto"
-    width: int = 0
-    depth: int = 3
+    width: Annotated[int, Range(ge=0, note="0: the preset's")] = 0
+    depth: Annotated[int, Range(ge=0, note="0: from the image size, ddcore.presets.convnet_depth")] = 0
     norm: str = "instancenorm"
-    epochs: int = 0
-    full_epochs: int = 0
-    batch_size: int = 256
+    epochs: Annotated[int, Range(ge=0, note="0: the preset's")] = 0
+    full_epochs: Annotated[int, Range(ge=0, note="0: the preset's")] = 0
+    batch_size: Annotated[int, Range(ge=1)] = 256
     optimizer: Optimizer = "sgd"
-    lr: float = 0.01
+    lr: Annotated[float, Range(gt=0)] = 0.01
     use_learned_lr: bool = True
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Range(ge=0)] = 5e-4
     schedule: Schedule = "step"
     augment: AugmentOption = "auto"
     labels: LabelMode = "auto"
     baseline: list[str] = field(default_factory=list)
-    test_batch_size: int = 500
+    test_batch_size: Annotated[int, Range(ge=1)] = 500
 
     def __post_init__(self) -> None:
-        _at_least("eval.runs", self.runs, 0)
-        _at_least("eval.depth", self.depth, 1)
-        _at_least("eval.width", self.width, 0)
-        _at_least("eval.epochs", self.epochs, 0)
-        _at_least("eval.full_epochs", self.full_epochs, 0)
-        _at_least("eval.batch_size", self.batch_size, 1)
-        _at_least("eval.test_batch_size", self.test_batch_size, 1)
-        if self.lr <= 0:
-            raise ConfigError(f"config key 'eval.lr' must be > 0, got {self.lr}")
         for name in self.baseline:
             if name not in BASELINES:
                 raise ConfigError(f"config key 'eval.baseline': unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
@@ -92,22 +168,15 @@ class ExpertsConfig:
     Defaults: :data:`ddcore.vocab.EXPERT_DEFAULTS` (also those of ``dd experts``).
     """
 
-    num: int = EXPERT_DEFAULTS["num"]
-    epochs: int = 0
-    lr: float = EXPERT_DEFAULTS["lr"]
-    momentum: float = EXPERT_DEFAULTS["momentum"]
-    weight_decay: float = EXPERT_DEFAULTS["weight_decay"]
-    batch_size: int = EXPERT_DEFAULTS["batch_size"]
+    num: Annotated[int, Range(ge=1)] = EXPERT_DEFAULTS["num"]
+    epochs: Annotated[int, Range(ge=0, note="0: what the [tm] window needs")] = 0
+    lr: Annotated[float, Range(gt=0)] = EXPERT_DEFAULTS["lr"]
+    momentum: Annotated[float, Range(ge=0, lt=1)] = EXPERT_DEFAULTS["momentum"]
+    weight_decay: Annotated[float, Range(ge=0)] = EXPERT_DEFAULTS["weight_decay"]
+    batch_size: Annotated[int, Range(ge=1)] = EXPERT_DEFAULTS["batch_size"]
     augment: AugmentOption = EXPERT_DEFAULTS["augment"]
     optimizer: Optimizer = EXPERT_DEFAULTS["optimizer"]
     schedule: Schedule = EXPERT_DEFAULTS["schedule"]
-
-    def __post_init__(self) -> None:
-        _at_least("experts.num", self.num, 1)
-        _at_least("experts.epochs", self.epochs, 0)
-        _at_least("experts.batch_size", self.batch_size, 1)
-        if self.lr <= 0:
-            raise ConfigError(f"config key 'experts.lr' must be > 0, got {self.lr}")
 
 
 @dataclass
@@ -115,12 +184,12 @@ class RunConfig:
     """Everything that shapes a run. Recorded, resolved, in the run's ``manifest.json``."""
 
     name: str = ""
-    seed: int = 0
+    seed: Seed = 0
     dataset: str = "digits"
     data_root: str = ""
-    image_size: int = 0
-    workers: int = 2
-    ipc: int = 10
+    image_size: Annotated[int, Range(ge=0, note="0: the dataset's own")] = 0
+    workers: Annotated[int, Range(ge=0)] = 2
+    ipc: Annotated[int, Range(ge=1, note="option --ipc")] = 10
     plugins: list[str] = field(default_factory=list)
     select: str = ""
     initialize: str = ""
@@ -129,6 +198,9 @@ class RunConfig:
     overwrite: bool = False
     cache_dir: str = ""
     cpu: bool = False
+    # the validation split (ddcore/data/split.py): fraction of each class's training images held out, and when
+    validation: Annotated[float, Range(ge=0, lt=1, note="0: no validation split")] = 0.1
+    holdout: Literal["auto", "always"] = "auto"  # auto: when something selects on accuracy (tm.eval_every > 0)
     eval: EvalConfig = field(default_factory=EvalConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     plugin: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -141,12 +213,6 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.distill, str) or not self.distill:
             raise ConfigError(f"config key 'distill' must name a distiller, got {self.distill!r} (option --distill)")
-        if self.ipc <= 0:
-            raise ConfigError(f"config key 'ipc' must be at least 1, got {self.ipc} (option --ipc)")
-        _at_least("image_size", self.image_size, 0)
-        _at_least("workers", self.workers, 0)
-        if self.seed < 0:
-            raise ConfigError(f"config key 'seed' must be >= 0, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain mapping that :func:`build_config` reads back: core keys, and the distiller's
@@ -165,11 +231,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, dict)):
         return copy.deepcopy(value)
     return value
-
-
-def _at_least(key: str, value: int, low: int) -> None:
-    if value < low:
-        raise ConfigError(f"config key '{key}' must be >= {low}, got {value}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,14 +311,20 @@ def build_config(data: Mapping[str, Any] | RunConfig | None = None) -> RunConfig
 
 
 def from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``, checking keys and types; errors name the dotted key.
+    """Build dataclass ``cls`` from ``data``, checking keys, types and ranges; errors name the dotted key.
 
     Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``, ``Literal[...]``,
-    ``list[T]``, ``T | None``, nested dataclasses and ``dict[str, Any]``.
+    ``list[T]``, ``T | None``, nested dataclasses, ``dict[str, Any]`` and ``Annotated[int | float,
+    Range(...)]`` (:class:`Range`). Every ``float`` must be finite (NaN never, ``inf`` only where its
+    ``Range`` has ``allow_inf``) and every ``int`` fit in 64 bits. The values the instance ends up with
+    (defaults, and what ``__post_init__`` filled in) are checked against the same annotations.
+
+    Raises:
+        ConfigError: one line naming the first offending key (``prefix`` + field name).
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a table, got {_describe(data)}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [key for key in data if key not in fields]
     if unknown:
@@ -267,20 +334,40 @@ def from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
     values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
     try:
-        return cls(**values)
+        instance = cls(**values)
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}': {exc}") from None
+    _check_instance(instance, hints, fields, prefix)
+    return instance
+
+
+def _check_instance(instance: Any, hints: Mapping[str, Any], fields: Mapping[str, Any], prefix: str) -> None:
+    """Check the values a built dataclass holds (defaults and ``__post_init__`` fills too) against its annotations."""
+    for name in fields:
+        _coerce(hints[name], getattr(instance, name), f"{prefix}{name}")
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # an instance already built (a default): check what it holds
+            hints = typing.get_type_hints(tp, include_extras=True)
+            _check_instance(value, hints, {f.name: f for f in dataclasses.fields(tp) if f.init}, f"{key}.")
+            return value
         return from_mapping(tp, value, prefix=f"{key}.")
     if tp is Any:
         return value
+    if origin is Annotated:
+        inner, *metadata = args
+        ranges = [item for item in metadata if isinstance(item, Range)]
+        if not ranges:
+            return _coerce(inner, value, key)
+        if inner not in (int, float) or len(ranges) > 1:
+            raise TypeError(f"config key '{key}': Range applies to one int or float field, not {_type_name(tp)}")
+        return _number(inner, value, key, ranges[0])
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"config key '{key}': expected one of {', '.join(map(repr, args))}, got {value!r}")
@@ -288,9 +375,14 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for option in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # T | None given a value: T's own message
+            return _coerce(options[0], value, key)
+        for option in options:
             try:
                 return _coerce(option, value, key)
+            except _OutOfRange:
+                raise
             except ConfigError:
                 continue
         raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {_describe(value)}")
@@ -309,14 +401,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}': expected true or false, got {_describe(value)}")
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}': expected an integer, got {_describe(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}': expected a number, got {_describe(value)}")
-        return float(value)
+    if tp in (int, float):
+        return _number(tp, value, key, None)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}': expected a string, got {_describe(value)}")
@@ -324,9 +410,41 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
+def _number(tp: type, value: Any, key: str, bounds: Range | None) -> Any:
+    """``value`` as an ``int`` or a ``float`` (``tp``) within ``bounds``, else a one-line ConfigError naming ``key``."""
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {_describe(value)}")
+        if (bounds is None or bounds.admits(value)) and not _INT64[0] <= value <= _INT64[1]:
+            raise _OutOfRange(f"config key '{key}' must be an integer that fits in 64 bits, got {value}")
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {_describe(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            raise _OutOfRange(f"config key '{key}' must be a finite number, got an integer of {len(str(abs(value)))} digits") from None
+        allow_inf = bounds is not None and bounds.allow_inf
+        if math.isnan(value) or (math.isinf(value) and not allow_inf):
+            kind = "a number (not NaN)" if allow_inf else "a finite number"
+            wanted = bounds.describe() if bounds is not None else ""
+            raise _OutOfRange(f"config key '{key}' must be {kind}{' ' + wanted if wanted else ''}, got {value}{_note(bounds)}")
+    if bounds is not None and not bounds.admits(value):
+        raise _OutOfRange(f"config key '{key}' must be {bounds.describe(integer=tp is int)}, got {value!r}{_note(bounds)}")
+    return value
+
+
+def _note(bounds: Range | None) -> str:
+    return f" ({bounds.note})" if bounds is not None and bounds.note else ""
+
+
 def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in typing.get_args(tp))
+    if typing.get_origin(tp) is Annotated:
+        return _type_name(typing.get_args(tp)[0])
+    return "None" if tp is type(None) else getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from ddcore.config import RunConfig
     from ddcore.data.base import ImageDataset
+    from ddcore.distilled import DistilledSet
     from ddcore.tm.experts import ExpertBuffer
     from ddcore.hooks import Hooks
     from ddcore.models import ModelSpec
@@ -48,6 +49,10 @@ class RunContext:
         dataset: the run's dataset once built.
         model_spec: the run's network (the resolved ``[eval]`` model: experts, matcher, evaluator), once
             the dataset is built.
+        initial: the :class:`~ddcore.distilled.DistilledSet` the distiller starts from (images
+            ``[N, C, H, W]``, labels ``[N]`` or ``[N, K]``), set by the pipeline as soon as it exists (also
+            when a run is resumed or re-evaluated); ``None`` before. For ``distill = "none"`` it is the
+            distilled set itself.
         experts: the run's expert trajectories (:class:`~ddcore.tm.experts.ExpertBuffer`) once a strategy
             has loaded or trained them, else ``None``.
         distill_calls: the weighting hooks the run's distiller calls (``("dd_pixel_weights", ...)``; empty
@@ -65,6 +70,7 @@ class RunContext:
     out_dir: Path | None = None
     dataset: "ImageDataset | None" = None
     model_spec: "ModelSpec | None" = None
+    initial: "DistilledSet | None" = None
     experts: "ExpertBuffer | None" = None
     distill_calls: tuple[str, ...] = ()
     plugin_options: dict[str, Any] = field(default_factory=dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -42,6 +42,9 @@ class DistilledSet:
         mean / std: the per-channel normalisation of ``images``.
         lr: a learned training learning rate, when the method learns one.
         meta: provenance (which plugin selected and initialised, ...).
+        data: :func:`ddcore.datasig.data_signature` of the dataset the set was made from (class
+            names, image shape, normalisation, content fingerprint), recorded by :meth:`save`;
+            ``None`` for a set not yet saved or read from a file written before it existed.
     """
 
     images: torch.Tensor
@@ -51,6 +54,7 @@ class DistilledSet:
     std: tuple[float, ...]
     lr: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -88,11 +92,70 @@ class DistilledSet:
             "std": list(self.std),
             "lr": self.lr,
             "meta": self.meta,
+            "data": self.data,
         }
 
-    def save(self, path: str | Path) -> None:
-        """Write ``distilled.pt`` atomically."""
+    def save(self, path: str | Path, dataset: Any = None) -> None:
+        """Write ``distilled.pt`` atomically.
+
+        With ``dataset`` (the :class:`~ddcore.data.ImageDataset` the set was made from), records its
+        :func:`~ddcore.datasig.data_signature` in ``data`` first, so that a later ``dd eval`` or
+        ``--resume`` can tell whether the data it is used with is the same (:meth:`check_data`).
+        """
+        if dataset is not None:
+            from ddcore.datasig import data_signature
+
+            self.data = data_signature(dataset)
         torch_save(self.to_dict(), path)
+
+    def signature(self) -> dict[str, Any]:
+        """What the set says about the data it was made from (a partial :func:`~ddcore.datasig.data_signature`):
+        the recorded ``data``, with class names, ``image_shape`` ``[C, H, W]`` and normalisation taken
+        from the set itself (so files without ``data`` are checked on these too)."""
+        return {
+            **(self.data or {}),
+            "class_names": [str(c) for c in self.class_names],
+            "image_shape": [int(v) for v in self.images.shape[1:]],
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+        }
+
+    def check_data(self, dataset: Any, *, what: str, fix: str) -> "DistilledSet":
+        """This set, ready to be used with ``dataset``: itself when classes, image shape and normalisation
+        agree; a copy relabelled by :meth:`remap` when only the class order differs (``meta["class_remap"]``
+        says how); else :class:`ConfigError` (one line naming ``what``, the difference and ``fix``).
+        """
+        from ddcore.datasig import check_signature
+
+        perm = check_signature(self.signature(), dataset, what=what, fix=fix)
+        return self if perm is None else self.remap(perm, dataset.class_names)
+
+    def remap(self, perm: Sequence[int], class_names: Sequence[str]) -> "DistilledSet":
+        """A copy whose label ``perm[c]`` is the old label ``c`` (``class_names`` in the new order).
+
+        Hard labels ``[N]`` are mapped through ``perm``; soft labels ``[N, K]`` have their columns moved
+        (new column ``perm[c]`` = old column ``c``). ``meta["class_remap"]`` records
+        ``{"from": old names, "to": new names, "perm": perm}``. Raises ``ValueError`` unless ``perm``
+        is a permutation of ``range(num_classes)`` and ``class_names[perm[c]] == self.class_names[c]``.
+        """
+        k = self.num_classes
+        perm = [int(p) for p in perm]
+        if sorted(perm) != list(range(k)) or len(class_names) != k:
+            raise ValueError(f"remap: {perm} is not a permutation of {k} classes")
+        if any(str(class_names[perm[c]]) != str(self.class_names[c]) for c in range(k)):
+            raise ValueError("remap: the permutation does not map each class to the same name")
+        index = torch.as_tensor(perm, dtype=torch.long)
+        if self.soft:
+            labels = torch.empty_like(self.labels)
+            labels[:, index] = self.labels
+        else:
+            labels = index[self.labels]
+        remap = {"from": [str(c) for c in self.class_names], "to": [str(c) for c in class_names], "perm": perm}
+        data = None if self.data is None else {**self.data, "class_names": [str(c) for c in class_names]}
+        return DistilledSet(
+            images=self.images, labels=labels, class_names=list(class_names), mean=self.mean, std=self.std,
+            lr=self.lr, meta={**self.meta, "class_remap": remap}, data=data,
+        )  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> "DistilledSet":
@@ -117,6 +180,7 @@ class DistilledSet:
                 std=tuple(data["std"]),
                 lr=data["lr"],
                 meta=dict(data["meta"]),
+                data=dict(data["data"]) if data.get("data") is not None else None,  # absent before signatures
             )
             distilled.validate()
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -8,6 +8,7 @@ registered. The run pipeline calls, in order::
 
     distiller = factory(ctx, options)          # after the plugins and the config are validated
     distiller.check()                          # after the dataset is built, before any file is written
+    distiller.label_kind(initial_kind)         # "hard" / "soft" / None: checked against eval.labels, before any file
     distiller.initial_set(session)             # None: dd_select + dd_initialize build it (the default)
     distiller.distill(initial, session)        # returns the distilled set
 
@@ -56,6 +57,17 @@ class Distiller:
 
     def check(self) -> None:
         """Refuse what cannot work, before any file is written (raise :class:`~ddcore.ConfigError`)."""
+
+    def label_kind(self, initial: str | None) -> str | None:
+        """The labels the distilled set will have, declared before any work: ``"hard"`` (``[N]``),
+        ``"soft"`` (``[N, K]``), or ``None`` when that cannot be told before the run (the default).
+
+        ``initial`` is the kind the initial set from ``dd_select`` / ``dd_initialize`` will have
+        (``"hard"`` with the built-in initialisation, ``None`` when a plugin initialises). The pipeline
+        refuses ``eval.labels = "soft"`` (``--labels soft``) for a declared ``"hard"`` before any file is
+        written; override this when the distiller's options decide it.
+        """
+        return None
 
     def initial_set(self, session: "DistillSession") -> "DistilledSet | None":
         """The initial set, when the distiller builds it itself (else ``None``: selection and initialisation hooks)."""
@@ -143,8 +155,18 @@ def _plugin_hint(name: str) -> str:
     return f"; if plugin '{name}' registers it, add --plugin {name}" if name in installed_entry_points() else ""
 
 
+class SelectionOnly(Distiller):
+    """``distill = "none"``: the initial set is the distilled set (its labels are the initial set's)."""
+
+    def label_kind(self, initial: str | None) -> str | None:
+        return initial
+
+    def distill(self, initial: "DistilledSet", session: "DistillSession") -> "DistilledSet":
+        return initial
+
+
 def _no_distiller(ctx: "RunContext", options: Any) -> Distiller:
-    return Distiller(ctx, options)
+    return SelectionOnly(ctx, options)
 
 
 def resolve_distiller(config: Any, registry: DistillerRegistry, dataset_family: str) -> DistillerEntry:
@@ -254,7 +276,13 @@ class DistillSession:
         resume_state: the distiller's own state from the newest readable checkpoint (``None``: a fresh
             start). The plugins' states saved with it are already restored (``dd_load_state_dict``).
         evaluate: ``evaluate(distilled) -> accuracy %`` with the ``[eval]`` recipe, for periodic evaluation.
-        artifacts: ``{file name: JSON-able}`` written into the run directory after evaluation.
+        artifacts: ``{file name: JSON-able}`` written into the run directory as soon as the distillation
+            ends, and also when it fails (so a distiller may register a list it keeps appending to, e.g.
+            the loss history, and the rows up to a failure are kept).
+        fingerprint: the run's :mod:`ddcore.run_fingerprint` (``{dotted key: value}``), saved in every
+            checkpoint; a checkpoint whose fingerprint differs is never resumed from (``None``: not checked).
+        resuming: ``True`` only for ``dd run --resume``: a fresh run never reads a checkpoint.
+        last_checkpoint: the newest checkpoint written or resumed from (``None``: none exists yet).
     """
 
     ctx: "RunContext"
@@ -265,10 +293,17 @@ class DistillSession:
     resume_state: Any = None
     resume_step: int | None = None
     artifacts: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] | None = None
+    resuming: bool = False
+    last_checkpoint: Path | None = None
 
     def load_latest(self) -> None:
-        """Find the newest readable checkpoint; restore the plugins' states and keep the distiller's."""
-        if self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
+        """On a resume, find the newest readable checkpoint; restore the plugins' states and keep the distiller's.
+
+        Raises :class:`ConfigError` (one line naming the first differing key) when that checkpoint was
+        written by a run with another fingerprint (config, plugins or data), or by one that recorded none.
+        """
+        if not self.resuming or self.checkpoint_dir is None or not self.checkpoint_dir.is_dir():
             return
         import torch
 
@@ -279,9 +314,38 @@ class DistillSession:
                 continue
             if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT or saved.get("distiller") != self.name:
                 continue
+            self._check_fingerprint(path, saved.get("fingerprint"))
             self.ctx.hooks.load_state_dicts(self.ctx, saved.get("plugins") or {})
             self.resume_state, self.resume_step = saved["state"], int(saved["step"])
+            self.last_checkpoint = path
             return
+
+    def _check_fingerprint(self, path: Path, saved: Any) -> None:
+        if self.fingerprint is None:
+            return
+        from ddcore.run_fingerprint import describe_difference, first_difference
+
+        if not isinstance(saved, dict):
+            raise ConfigError(f"checkpoint {path} records no run fingerprint (an older ddcore wrote it); "
+                              "start afresh with --overwrite")  # fmt: skip
+        key = first_difference(saved, self.fingerprint)
+        if key is not None:
+            raise ConfigError(
+                f"checkpoint {path} was written by a run with another {describe_difference(key, saved, self.fingerprint)}; "
+                "resume with the run's own options and data, or start afresh with --overwrite"
+            )
+
+    def checkpoint_note(self) -> str:
+        """What a failed distillation leaves to continue from, for error messages: the newest checkpoint
+        (``"checkpoint checkpoints/tm-00000004.pt (step 4) is kept: dd run --resume RUN_DIR continues from it"``)
+        or that none exists."""
+        if self.checkpoint_dir is None:
+            return "nothing was saved (an in-memory run)"
+        if self.last_checkpoint is None:
+            return f"no {self.name} checkpoint exists yet: a resume starts the distillation from the initial set"
+        step = self.last_checkpoint.stem[len(self.name) + 1 :].lstrip("0") or "0"
+        return (f"checkpoint {self.last_checkpoint.parent.name}/{self.last_checkpoint.name} (step {step}) is kept: "
+                f"dd run --resume {self.checkpoint_dir.parent} continues from it")  # fmt: skip
 
     def save_checkpoint(self, step: int, state: Any) -> Path | None:
         """Save ``state`` with every plugin's state as ``<name>-<step>.pt`` (atomic; the newest two are kept).
@@ -296,13 +360,15 @@ class DistillSession:
 
         path = self.checkpoint_dir / f"{self.name}-{step:08d}.pt"
         torch_save({"format": CHECKPOINT_FORMAT, "distiller": self.name, "step": step, "state": state,
-                    "plugins": plugins}, path)  # fmt: skip
+                    "plugins": plugins, "fingerprint": self.fingerprint}, path)  # fmt: skip
+        self.last_checkpoint = path
         for old in checkpoint_paths(self.checkpoint_dir, self.name)[CHECKPOINTS_KEPT:]:
             old.unlink(missing_ok=True)
         return path
 
     def add_artifact(self, file_name: str, value: Any) -> None:
-        """A JSON file for the run directory (``tm_log.json``), written by the main process after evaluation."""
+        """A JSON file for the run directory (``tm_log.json``), written by the main process as soon as the
+        distillation ends or fails (``value`` may be a list the distiller keeps appending to)."""
         if "/" in file_name or not file_name.endswith(".json"):
             raise DDError(f"artifact names are plain '*.json' file names, got {file_name!r}")
         self.artifacts[file_name] = value

@@ -4,6 +4,7 @@ An evaluator trains several fresh networks ("repeats"), each seeded from the run
 number, so the result does not depend on how many processes ran it. :func:`shard_repeats` deals the
 repeats round-robin to the Accelerate processes and gathers the results on every process;
 :func:`summarise` turns the accuracies into the usual ``<prefix>_mean`` / ``_std`` / ``_runs`` metrics;
+:func:`paired_difference` summarises two rows paired by seed (mean difference and its 95% t-interval);
 :func:`evaluate_once` is the built-in evaluator's one repeat (train on the distilled set, test on real
 data) for evaluators that only change its settings::
 
@@ -72,9 +73,71 @@ def summarise(values: Sequence[float], prefix: str = "acc") -> dict[str, Any]:
     return {f"{prefix}_mean": statistics.fmean(values), f"{prefix}_std": statistics.pstdev(values), f"{prefix}_runs": values}
 
 
+#: Two-sided 95% critical values of Student's t (the 0.975 quantile) for 1-30 degrees of freedom, then
+#: 40, 60, 120 and infinity (standard tables, e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2).
+T_975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086,
+    21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042,
+    40: 2.021, 60: 2.000, 120: 1.980,
+}  # fmt: skip
+Z_975 = 1.960
+
+
+def t_critical_95(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom; between tabulated values the
+    next smaller ``df`` (a slightly wider, conservative interval); ``df > 120``: the normal 1.960.
+
+    >>> t_critical_95(2), t_critical_95(45), t_critical_95(1000)
+    (4.303, 2.021, 1.96)
+    """
+    if df < 1:
+        raise ValueError(f"t_critical_95: degrees of freedom must be >= 1, got {df}")
+    if df > 120:
+        return Z_975
+    return T_975[max(k for k in T_975 if k <= df)]
+
+
+def t_interval_95(values: Sequence[float]) -> tuple[float, float, float] | None:
+    """``(mean, low, high)``: the mean of ``values`` and its two-sided 95% Student-t interval
+    (``mean ± t(n-1) x s / sqrt(n)``, ``s`` the sample std); ``None`` for fewer than two values.
+
+    >>> [round(v, 3) for v in t_interval_95([1.0, 2.0, 3.0])]
+    [2.0, -0.484, 4.484]
+    """
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = t_critical_95(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def paired_difference(after: Sequence[float], before: Sequence[float]) -> dict[str, Any]:
+    """The paired difference ``after[r] - before[r]`` (accuracy points) summarised: ``mean``, ``std``
+    (sample std, 0 for one pair), ``ci95_low``/``ci95_high`` (:func:`t_interval_95`; absent for one
+    pair) and ``runs`` (the differences). Pair ``r`` must share everything but what is compared (seeds).
+
+    Raises ``ValueError`` when the two lists differ in length or are empty.
+
+    >>> paired_difference([91.0, 93.0, 92.0], [77.0, 78.0, 76.0])["mean"]
+    15.0
+    """
+    if len(after) != len(before) or not after:
+        raise ValueError(f"paired_difference: {len(after)} and {len(before)} values cannot be paired")
+    diffs = [float(a) - float(b) for a, b in zip(after, before)]
+    result: dict[str, Any] = {"mean": statistics.fmean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0}
+    interval = t_interval_95(diffs)
+    if interval is not None:
+        result["ci95_low"], result["ci95_high"] = interval[1], interval[2]
+    result["runs"] = diffs
+    return result
+
+
 def evaluate_once(ctx: "RunContext", settings: "ResolvedEval", distilled: "DistilledSet", kind: str = "distilled",
-                  repeat: int = 0) -> float:  # fmt: skip
-    """The built-in evaluator's job ``(kind, repeat)``: train one fresh network, return its test accuracy in percent.
+                  repeat: int = 0, split: str = "test") -> float:  # fmt: skip
+    """The built-in evaluator's job ``(kind, repeat)``: train one fresh network, return its accuracy in percent
+    on ``split`` (``"test"``; ``"val"`` when the run carved a validation split: choose on that one, never on test).
 
     ``settings``: a :class:`~ddcore.presets.ResolvedEval` (``ddcore.presets.resolve_eval(ctx.config.eval,
     ctx.dataset)``, or changed with ``dataclasses.replace``); ``kind``: ``"distilled"`` (train on
@@ -83,4 +146,4 @@ def evaluate_once(ctx: "RunContext", settings: "ResolvedEval", distilled: "Disti
     """
     from ddcore.builtin.evaluate import evaluate_once as run_once
 
-    return run_once(ctx, settings, distilled, kind, repeat)
+    return run_once(ctx, settings, distilled, kind, repeat, split)

@@ -42,7 +42,11 @@ class ResolvedEval:
 
 
 def convnet_depth(image_size: int) -> int:
-    """The literature's depth for a square image: 3 at 32 px, 4 at 64 px, 5 at 128 px."""
+    """The literature's ConvNet depth for a square image of side ``image_size`` px: 3 at 32, 4 at 64, 5 at 128.
+
+    >>> convnet_depth(32), convnet_depth(64), convnet_depth(128), convnet_depth(28)
+    (3, 4, 5, 3)
+    """
     return max(1, round(math.log2(image_size)) - 2)
 
 
@@ -53,12 +57,38 @@ def dataset_eval_preset(dataset: ImageDataset) -> dict:
     return {**GENERAL_EVAL, **EVAL_PRESETS.get(family, {})}
 
 
+def resolve_model(
+    dataset: ImageDataset, model: str = "auto", width: int = 0, depth: int = 0, norm: str = "instancenorm"
+) -> ModelSpec:
+    """The one rule that turns ``0``/``"auto"`` network options into a :class:`~ddcore.models.ModelSpec` for ``dataset``.
+
+    Every place that builds the run's network goes through it: the evaluator (:func:`resolve_eval`), the
+    experts (:func:`ddcore.tm.experts.recipe_for_dataset`), hence the matcher, the teachers, and the
+    plugins' protocols (Comp-DD's evaluation, diffsel's KD student), so that a run's experts, matching
+    and evaluation agree at every image size.
+
+    Args:
+        dataset: the data the network is for; its image side ``dataset.image_shape[-1]`` (px) decides the depth.
+        model: a name of :data:`ddcore.models.MODEL_NAMES`; ``"auto"`` is ``"convnet"``.
+        width: ConvNet width; ``0`` takes the dataset's evaluator preset (:func:`dataset_eval_preset`:
+            32 for ``digits`` and its family, 128 otherwise).
+        depth: ConvNet depth for ``model = "convnet"``; ``0`` takes :func:`convnet_depth` of the image
+            size (3 at 32 px, 4 at 64, 5 at 128). ``convnetd3/4/5`` carry their depth in the name; the
+            spec then records that depth.
+        norm: the normalisation layer.
+
+    """
+    name = "convnet" if model == "auto" else model
+    if name.startswith("convnetd") and name[len("convnetd"):].isdigit():
+        depth = int(name[len("convnetd"):])
+    width = width or dataset_eval_preset(dataset)["width"]
+    return ModelSpec(name=name, width=width, depth=depth or convnet_depth(dataset.image_shape[-1]), norm=norm)
+
+
 def resolve_eval(config: EvalConfig, dataset: ImageDataset) -> ResolvedEval:
+    """The ``[eval]`` options with every ``0``/``"auto"`` resolved for ``dataset`` (network: :func:`resolve_model`)."""
     preset = dataset_eval_preset(dataset)
-    image_size = dataset.image_shape[-1]
-    name = "convnet" if config.model == "auto" else config.model
-    depth = config.depth or convnet_depth(image_size)
-    model = ModelSpec(name=name, width=config.width or preset["width"], depth=depth, norm=config.norm)
+    model = resolve_model(dataset, config.model, config.width, config.depth, config.norm)
     augment = resolve_augment(config.augment, dataset)
     recipe = TrainRecipe(
         epochs=config.epochs or preset["epochs"],

@@ -27,6 +27,7 @@ class Reporter:
         self.enabled = enabled
         self.console = console or Console(stderr=True)
         self._log_handler: logging.Handler | None = None
+        self._pending: list[logging.LogRecord] = []  # lines logged before the run's log file existed
 
     @property
     def visible(self) -> bool:
@@ -34,9 +35,21 @@ class Reporter:
 
     def info(self, message: str) -> None:
         """A log line: to the run's log file always, to the console unless quiet."""
-        logger.info(message)
+        self.note(message)
         if self.visible:
             self.console.print(message, highlight=False)
+
+    def note(self, message: str, level: int = logging.INFO) -> None:
+        """A line for the run's log file only (stages, resolved presets, results, the error).
+
+        Lines noted before :meth:`attach_log_file` are kept and written first when it is called, so
+        ``run.log`` also holds what happened before the run directory existed (the dataset stage).
+        """
+        record = logger.makeRecord(logger.name, level, "(ddcore)", 0, message, None, None)
+        if self._log_handler is None and self.enabled:
+            self._pending.append(record)
+        if logger.isEnabledFor(level):
+            logger.handle(record)
 
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
@@ -59,6 +72,9 @@ class Reporter:
         """Copy ddcore's log records into ``path`` (the run directory's ``run.log``)."""
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for record in self._pending:
+            handler.handle(record)
+        self._pending.clear()
         logging.getLogger("ddcore").addHandler(handler)
         logging.getLogger("ddcore").setLevel(logging.INFO)
         self._log_handler = handler

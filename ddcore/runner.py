@@ -7,6 +7,7 @@ the strategy choice, the dataset name, the output directory and ``ipc`` against 
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
@@ -25,7 +26,7 @@ from ddcore.data.base import DatasetOptions, ImageDataset
 from ddcore.data.registry import DatasetRegistry
 from ddcore.distilled import DistilledSet
 from ddcore.distillers import NONE, Distiller, DistillerRegistry, DistillSession, check_distill_hooks, resolve_distiller
-from ddcore.errors import ConfigError, DDError, PluginError, attributed_to
+from ddcore.errors import ConfigError, DDError, PluginCrash, PluginError, attributed_to
 from ddcore.hooks import Hooks
 from ddcore.plugins import DDPluginManager, get_plugin_manager
 from ddcore.reporting import Reporter
@@ -142,9 +143,19 @@ class Pipeline:
         *,
         quiet: bool = True,
         write: bool = True,
+        resume: str | Path | None = None,
     ):
         self.started = time.time()
         self.config = build_config(config)
+        #: ``dd run --resume``: the run directory being continued (a fresh run reads nothing from its --out).
+        self.resume_dir = Path(resume) if resume is not None else None
+        self.resume_manifest: dict[str, Any] = read_run_manifest(self.resume_dir) if self.resume_dir is not None else {}
+        #: Stages whose output is saved in the run directory: "initial" (checkpoints/initial.pt), "distilled".
+        self.finished: list[str] = []
+        self.fingerprint: dict[str, Any] | None = None
+        self.distilled_records: list[str] | None = None  # record keys made before the set was distilled
+        if write and self.resume_dir is None and self.config.out and int(os.environ.get("RANK", "0")) == 0:
+            artifacts.check_out_dir(Path(self.config.out), self.config.overwrite)  # before any work
         self.pm = get_plugin_manager([*self.config.plugins, *plugins])
         self.hooks = Hooks(self.pm, select=self.config.select, initialize=self.config.initialize)
         plugin_options = validate_plugin_options(self.pm, self.config.plugin)
@@ -179,7 +190,7 @@ class Pipeline:
             plugin_options=plugin_options,
             distill_calls=self.distiller_entry.calls,
         )
-        self.stages = StageRecorder()
+        self.stages = StageRecorder(on_event=reporter.note)
         with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
             self.distiller = self.distiller_entry.factory(self.ctx, self.config.distill_options)
         if not isinstance(self.distiller, Distiller):
@@ -207,7 +218,9 @@ class Pipeline:
 
         accelerator = self.ctx.accelerator
         chosen: list[Any] = [None]
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and self.resume_dir is not None:
+            chosen = [str(artifacts.probe_out_dir(self.resume_dir))]
+        elif accelerator.is_main_process:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path(self.config.out) if self.config.out else Path("runs") / f"{stamp}-{run_name(self.config)}"
             chosen = [str(artifacts.prepare_out_dir(out, self.config.overwrite))]
@@ -222,6 +235,10 @@ class Pipeline:
             "format": MANIFEST_FORMAT,
             "status": status,
             "error": error,
+            "finished": list(self.finished),
+            "failed_stage": self.stages.failed if status == "failed" else None,
+            "resumed": self.resume_dir is not None,
+            "fingerprint": self.fingerprint,
             "name": run_name(self.config),
             "started_at": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
             "wall_seconds": round(time.time() - self.started, 3),
@@ -245,6 +262,7 @@ class Pipeline:
                 "description": dataset.description,
             },
             "stages": self.stages.to_dict(),
+            "distilled_records": self.distilled_records,
             "hook_calls": self.hooks.stats_dict(),
             "records": ctx.records,
         }
@@ -266,16 +284,24 @@ class Pipeline:
         with self.stages.stage("dataset"):
             with self.ctx.accelerator.main_process_first():
                 dataset = self.registry.build(config.dataset, options)
+        from ddcore.data.split import carve_validation, split_record, validation_reason
+
+        reason = validation_reason(config)  # a validation split, held out of train, when something selects
+        if reason is not None:
+            dataset = carve_validation(dataset, config.validation, config.seed)
+        self.ctx.record("validation", split_record(dataset, config.validation, config.seed, reason))
         check_ipc(config, dataset)
         self.ctx.dataset = dataset
         self.ctx.model_spec = self.model_spec()
+        self.ctx.record("model", {**self.ctx.model_spec.__dict__, "image_size": dataset.image_shape[-1]})
         return dataset
 
     def session(self) -> DistillSession:
         """The services the distiller gets: checkpoints (resumed from the newest), periodic evaluation, artifacts."""
         ctx = self.ctx
         checkpoints = ctx.out_dir / artifacts.CHECKPOINT_DIR if ctx.out_dir is not None else None
-        session = DistillSession(ctx, self.distiller_entry.name, checkpoints, self.periodic_evaluation, self.stages.stage)
+        session = DistillSession(ctx, self.distiller_entry.name, checkpoints, self.periodic_evaluation, self.stages.stage,
+                                 fingerprint=self.fingerprint, resuming=self.resume_dir is not None)  # fmt: skip
         session.load_latest()
         return session
 
@@ -284,15 +310,21 @@ class Pipeline:
         the initial set it saved instead."""
         ctx = self.ctx
         saved = ctx.out_dir / artifacts.CHECKPOINT_DIR / artifacts.INITIAL_FILE if ctx.out_dir else None
-        if saved is not None and saved.exists():
+        if saved is not None and self.resume_dir is not None and saved.exists():  # a fresh run never reads one
             ctx.reporter.info(f"resuming: initial set from {saved}")
             records = saved.with_name(artifacts.INITIAL_RECORDS_FILE)
+            self.check_fingerprint(artifacts.read_json(records, "initial records").get("fingerprint") if records.exists() else None, saved)
             if records.exists():
                 before = artifacts.read_json(records, "initial records")
                 ctx.records.update({k: v for k, v in before.get("records", {}).items() if k not in ctx.records})
                 for name, stage in before.get("stages", {}).items():
                     self.stages.stages.setdefault(name, {**stage, "resumed": True})
-            return DistilledSet.load(saved)
+            initial = DistilledSet.load(saved)
+            from ddcore.datasig import require_same_data
+
+            require_same_data(initial.signature(), ctx.dataset, what=f"the initial set {saved} of the run being resumed",
+                              fix="resume on the data the run started from, or start afresh with --overwrite")  # fmt: skip
+            return initial
         with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
             distilled = self.distiller.initial_set(session)
         if distilled is None:
@@ -301,8 +333,9 @@ class Pipeline:
             with self.stages.stage("initialize"):
                 distilled = self.hooks.initialize(ctx, selection)
         if saved is not None and self.config.distill != NONE and ctx.is_main_process:
-            write_json(saved.with_name(artifacts.INITIAL_RECORDS_FILE), {"records": ctx.records, "stages": self.stages.to_dict()})
-            distilled.save(saved)
+            write_json(saved.with_name(artifacts.INITIAL_RECORDS_FILE),
+                       {"records": ctx.records, "stages": self.stages.to_dict(), "fingerprint": self.fingerprint})  # fmt: skip
+            distilled.save(saved, ctx.dataset)
         return distilled
 
     def model_spec(self):
@@ -312,19 +345,33 @@ class Pipeline:
         return resolve_eval(self.config.eval, self.ctx.dataset).model
 
     def periodic_evaluation(self, distilled: DistilledSet, runs: int = 1) -> float:
-        """Mean test accuracy of ``runs`` networks trained with the ``[eval]`` recipe (a distiller's periodic check)."""
+        """Mean **validation** accuracy of ``runs`` networks trained with the ``[eval]`` recipe (a distiller's
+        periodic check, which may keep the best set): never the test split. Raises :class:`DDError` when the
+        run carved no validation split (``ddcore.data.split``)."""
         from ddcore.builtin.evaluate import evaluate_once
         from ddcore.presets import resolve_eval
 
+        if self.ctx.dataset.val is None:
+            raise DDError(
+                f'distiller "{self.distiller_entry.name}" asked for a periodic evaluation, but the run has no validation '
+                "split to measure it on (the test split is never used to choose); set holdout = 'always' and validation > 0"
+            )
         settings = resolve_eval(self.config.eval, self.ctx.dataset)
-        return sum(evaluate_once(self.ctx, settings, distilled, "distilled", r) for r in range(runs)) / runs
+        return sum(evaluate_once(self.ctx, settings, distilled, "distilled", r, split="val") for r in range(runs)) / runs
 
     def distill(self, initial: DistilledSet, session: DistillSession) -> DistilledSet:
-        """Run the chosen distiller; its errors name its plugin."""
+        """Run the chosen distiller; its errors name its plugin and say which checkpoint is left to resume from."""
         if self.config.distill == NONE:
             return initial
-        with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
-            distilled = self.distiller.distill(initial, session)
+        try:
+            with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
+                distilled = self.distiller.distill(initial, session)
+        except BaseException as exc:
+            if self.stages.failed is None:  # a distiller that times no stage of its own
+                self.stages.failed = "distill"
+            if isinstance(exc, (DDError, PluginCrash)) and self.write and exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"{exc.args[0]} ({session.checkpoint_note()})", *exc.args[1:])
+            raise
         if not isinstance(distilled, DistilledSet):
             raise PluginError(
                 f'distiller "{self.distiller_entry.name}" returned {type(distilled).__name__}, expected a ddcore.DistilledSet',
@@ -337,40 +384,199 @@ class Pipeline:
                               plugin=self.distiller_entry.plugin) from exc  # fmt: skip
         return distilled
 
+    # ------------------------------------------------------------------------------------------
+    # Checks before any file is written
+    # ------------------------------------------------------------------------------------------
+
+    def check_labels(self) -> None:
+        """Refuse ``eval.labels = "soft"`` (``--labels soft``) when the distiller declares hard labels
+        (:meth:`ddcore.distillers.Distiller.label_kind`); one-line :class:`ConfigError`."""
+        if self.config.eval.labels != "soft":
+            return
+        plugin_init = self.hooks.optional_implementers("dd_initialize") or self.distiller.replaces_selection
+        initial = None if plugin_init else "hard"  # the built-in initialisation keeps the selection's hard labels
+        if self.distiller.label_kind(initial) == "hard":
+            name = self.distiller_entry.name
+            why = "the selected images' hard labels" if name == NONE else f"hard labels (distiller '{name}' with these options)"
+            raise ConfigError(
+                f"--labels soft (eval.labels = 'soft') needs a set with soft labels, but this run's set will have {why}; "
+                "pass --labels auto or --labels hard (or a distiller/initialisation that makes soft labels)"
+            )
+
+    def check_network(self) -> None:
+        """Build the run's network on the meta device (no memory, no time) so that an image size it cannot take
+        is refused before any work, naming ``--image-size`` and the network options."""
+        if self.config.eval.runs == 0 and self.config.distill == NONE:
+            return  # no network of the run's is ever built
+        import torch
+
+        from ddcore.models import build_model
+
+        dataset, spec = self.ctx.dataset, self.ctx.model_spec
+        channels, size, _ = dataset.image_shape
+        try:
+            with torch.device("meta"):
+                build_model(spec, dataset.num_classes, channels, size)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc}: the run's images are {size} px; change option --image-size, or the network "
+                "(--eval-model, eval.depth)"
+            ) from None
+
+    def run_fingerprint(self) -> dict[str, Any]:
+        """This run's :mod:`ddcore.run_fingerprint` (resolved config, re-activatable plugins, data signature)."""
+        from ddcore.datasig import data_signature
+        from ddcore.run_fingerprint import run_fingerprint
+
+        plugins = [info.name for info in self.pm.plugin_infos() if info.source in ("entry-point", "file")]
+        return run_fingerprint(self.config.to_dict(), plugins, data_signature(self.ctx.dataset))
+
+    def check_fingerprint(self, saved: Any, what: Path, *, distilled: bool = False) -> None:
+        """Refuse to continue from ``what`` when it was saved by a run with another fingerprint (one line)."""
+        from ddcore.run_fingerprint import describe_difference, first_difference
+
+        if self.fingerprint is None:
+            return
+        if not isinstance(saved, Mapping):
+            raise ConfigError(f"{what} records no run fingerprint (an older ddcore, or a damaged run); "
+                              "start afresh with --overwrite")  # fmt: skip
+        key = first_difference(saved, self.fingerprint, distilled=distilled)
+        if key is not None:
+            later = "only eval.* options may change once the set is distilled" if distilled else (
+                "nothing that shapes the distilled set may change before it is distilled")
+            raise ConfigError(
+                f"cannot resume from {what}: it was saved with another {describe_difference(key, saved, self.fingerprint)}; "
+                f"{later} (start a new run with another --out, or --overwrite)"
+            )
+
+    def check_resume(self) -> None:
+        """What a resumed run continues from: the stages its directory finished, checked against this run's
+        fingerprint (the ``eval.*`` keys are free once the set is distilled)."""
+        run_dir, manifest = self.resume_dir, self.resume_manifest
+        files = {"initial": run_dir / artifacts.CHECKPOINT_DIR / artifacts.INITIAL_FILE, "distilled": run_dir / artifacts.DISTILLED_FILE}
+        self.finished = [stage for stage in manifest.get("finished") or [] if stage in files and files[stage].is_file()]
+        self.check_fingerprint(manifest.get("fingerprint"), run_dir / artifacts.MANIFEST_FILE, distilled="distilled" in self.finished)
+
+    def log_resolved(self) -> None:
+        """The resolved presets and options, for ``run.log``."""
+        import json
+
+        from ddcore.presets import resolve_eval
+
+        reporter, config = self.ctx.reporter, self.config
+        reporter.note(f"run {run_name(config)}: dataset {config.dataset}, ipc {config.ipc}, seed {config.seed}, "
+                      f"distill {config.distill}, plugins {[i.name for i in self.pm.plugin_infos()]}")  # fmt: skip
+        if config.distill_options is not None:
+            reporter.note(f"resolved [{config.distill}]: {json.dumps(config.to_dict().get(config.distill), default=str)}")
+        reporter.note(f"resolved [eval]: {json.dumps(resolve_eval(config.eval, self.ctx.dataset).to_dict(), default=str)}")
+
+    # ------------------------------------------------------------------------------------------
+    # Saved stages
+    # ------------------------------------------------------------------------------------------
+
+    def save_distilled(self, distilled: DistilledSet, session: DistillSession | None) -> None:
+        """Save the distilled set (``distilled.pt``, ``grid.png``) and the distiller's artifacts as soon as the set
+        exists, before evaluation; the manifest then records the ``distilled`` stage as finished."""
+        ctx = self.ctx
+        if ctx.out_dir is None:
+            return
+        if ctx.is_main_process:
+            with self.stages.stage("artifacts"):
+                distilled.save(ctx.out_dir / artifacts.DISTILLED_FILE, ctx.dataset)
+                artifacts.save_grid(distilled, ctx.out_dir / artifacts.GRID_FILE)
+                self.write_session_artifacts(session)
+        self.finished = [*[s for s in self.finished if s != "distilled"], "distilled"]
+        self.distilled_records = sorted(ctx.records)
+        self._write_manifest("running")
+        ctx.reporter.note(f"distilled set saved: {ctx.out_dir / artifacts.DISTILLED_FILE} ({distilled.images.shape[0]} images)")
+
+    def write_session_artifacts(self, session: DistillSession | None) -> None:
+        """The distiller's JSON artifacts (``tm_log.json``), as far as they go (also after a failure)."""
+        if session is None or self.ctx.out_dir is None or not self.ctx.is_main_process:
+            return
+        for file_name, value in session.artifacts.items():
+            write_json(self.ctx.out_dir / file_name, value)
+
+    def load_distilled(self) -> DistilledSet:
+        """A resumed run whose set is distilled: ``distilled.pt`` (checked against the data), and the initial set
+        it started from (``checkpoints/initial.pt``; for ``distill = "none"`` the set itself) as ``ctx.initial``."""
+        from ddcore.datasig import require_same_data
+
+        ctx, run_dir = self.ctx, self.resume_dir
+        path = run_dir / artifacts.DISTILLED_FILE
+        fix = "resume on the data the run started from, or start afresh with --overwrite"
+        distilled = DistilledSet.load(path)
+        require_same_data(distilled.signature(), ctx.dataset, what=f"the distilled set {path} of the run being resumed", fix=fix)
+        initial_path = run_dir / artifacts.CHECKPOINT_DIR / artifacts.INITIAL_FILE
+        ctx.initial = distilled
+        if "initial" in self.finished:
+            ctx.initial = DistilledSet.load(initial_path)
+            require_same_data(ctx.initial.signature(), ctx.dataset, what=f"the initial set {initial_path} of the run being resumed", fix=fix)
+        before = self.resume_manifest
+        kept = set(before.get("distilled_records") or [])
+        ctx.records.update({k: v for k, v in (before.get("records") or {}).items() if k in kept and k not in ctx.records})
+        for name, stage in (before.get("stages") or {}).items():
+            if name != "evaluate":
+                self.stages.stages.setdefault(name, {**stage, "resumed": True})
+        self.distilled_records = sorted(ctx.records)
+        ctx.reporter.info(f"resuming after distillation: the distilled set from {path}")
+        return distilled
+
     def execute(self) -> RunResult:
         ctx, hooks, reporter = self.ctx, self.hooks, self.ctx.reporter
         dataset = self.build_dataset()  # checks ipc against the class sizes before anything is written
+        self.check_labels()
+        self.check_network()
         with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
             self.distiller.check()
+        self.fingerprint = self.run_fingerprint()
+        if self.resume_dir is not None:
+            self.check_resume()
         if self.write:
             ctx.out_dir = self._out_dir()
             if ctx.is_main_process:
                 reporter.attach_log_file(ctx.out_dir / artifacts.LOG_FILE)
+        if self.resume_dir is not None:
+            reporter.note(f"resuming {self.resume_dir} (finished: {', '.join(self.finished) or 'nothing'})")
+        self.log_resolved()
         self._write_manifest("running")
+        session: DistillSession | None = None
         try:
             reporter.info(
                 f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
                 f"{dataset.num_classes} classes, {dataset.image_shape}"
             )
-            session = self.session()
-            distilled = self.initial_set(session)
-            reporter.info(
-                f"selected by {distilled.meta.get('selected_by')}, initialised by {distilled.meta.get('initialized_by')}: "
-                f"{distilled.images.shape[0]} images"
-            )
-            distilled = self.distill(distilled, session)
+            if "distilled" in self.finished:
+                distilled = self.load_distilled()
+            else:
+                session = self.session()
+                distilled = self.initial_set(session)
+                ctx.initial = distilled
+                if self.config.distill != NONE and ctx.out_dir is not None and "initial" not in self.finished:
+                    self.finished.append("initial")
+                reporter.info(
+                    f"selected by {distilled.meta.get('selected_by')}, initialised by {distilled.meta.get('initialized_by')}: "
+                    f"{distilled.images.shape[0]} images"
+                )
+                distilled = self.distill(distilled, session)
+                self.save_distilled(distilled, session)
             with self.stages.stage("evaluate"):
                 metrics = hooks.evaluate(ctx, distilled)
             if ctx.out_dir is not None and ctx.is_main_process:
-                with self.stages.stage("artifacts"):
-                    distilled.save(ctx.out_dir / artifacts.DISTILLED_FILE)
-                    artifacts.save_grid(distilled, ctx.out_dir / artifacts.GRID_FILE)
-                    artifacts.save_metrics(ctx.out_dir / artifacts.METRICS_FILE, metrics)
-                    for file_name, value in session.artifacts.items():
-                        write_json(ctx.out_dir / file_name, value)
+                artifacts.save_metrics(ctx.out_dir / artifacts.METRICS_FILE, metrics)
+            reporter.note("results: " + (", ".join(f"{k} = {v}" for k, v in metrics.items() if not isinstance(v, (list, dict)))
+                                         if metrics else "none (no evaluation)"))  # fmt: skip
             manifest = self._write_manifest("complete")
         except BaseException as exc:
-            self._write_manifest("failed", f"{type(exc).__name__}: {exc}")
+            message = f"{type(exc).__name__}: {exc}"
+            if "distilled" not in self.finished:
+                try:
+                    self.write_session_artifacts(session)  # e.g. the loss history up to the failure
+                except OSError:
+                    pass
+            saved = " (the distilled set is saved: redo the evaluation with `dd eval` or `dd run --resume`)" if "distilled" in self.finished else ""
+            reporter.note(f"error in stage {self.stages.failed or 'setup'}: {message}{saved}", level=logging.ERROR)
+            self._write_manifest("failed", message)
             raise
         finally:
             reporter.close()
@@ -415,18 +621,44 @@ def recorded_config(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return recorded
 
 
-def resume_run(run_dir: str | Path, plugins: Sequence[str | object] = (), *, quiet: bool = True) -> RunResult:
-    """Continue an interrupted run in ``run_dir`` with its recorded config; ends as an uninterrupted run would.
+def resume_run(
+    run_dir: str | Path,
+    plugins: Sequence[str | object] = (),
+    *,
+    quiet: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """Continue a run in ``run_dir`` from its last finished stage with its recorded config; ends as an
+    uninterrupted run would.
 
-    The initial set and the newest good trajectory-matching checkpoint are reloaded from
-    ``run_dir/checkpoints``. Plugins given as objects must be passed again in ``plugins``.
+    What is reloaded: ``distilled.pt`` when the distillation had finished (only the evaluation is redone),
+    else ``checkpoints/initial.pt`` and the newest good checkpoint of the distiller. ``overrides`` (a config
+    mapping, e.g. ``{"eval": {"labels": "hard"}}``) may change only what does not shape what is saved:
+    ``eval.*`` once the set is distilled, and where the run reads or writes (``workers``, ``cache_dir``,
+    ``data_root``, ``cpu``); anything else is a one-line :class:`ConfigError` naming the key, raised
+    before any work (:mod:`ddcore.run_fingerprint`). Plugins given as objects must be passed again in
+    ``plugins``.
     """
+    from ddcore.config import deep_merge
+
     run_dir = Path(run_dir)
     manifest = read_run_manifest(run_dir)
     if manifest.get("status") == "complete":
-        raise DDError(f"{run_dir} holds a complete run; there is nothing to resume")
-    config = {**recorded_config(manifest), "out": str(run_dir), "overwrite": True}
-    return Pipeline(config, plugins, quiet=quiet).execute()
+        raise DDError(f"{run_dir} holds a complete run; there is nothing to resume (re-evaluate it with `dd eval {run_dir}`)")
+    overrides = dict(overrides or {})
+    if overrides.get("out") and Path(str(overrides["out"])).resolve() == run_dir.resolve():
+        overrides.pop("out")
+    for key, flag in (("out", "--out"), ("overwrite", "--overwrite")):
+        if overrides.get(key):
+            raise ConfigError(f"{flag} cannot be combined with --resume, which continues {run_dir} in place; "
+                              "drop one of them")  # fmt: skip
+    recorded = recorded_config(manifest)
+    if "plugins" in overrides:
+        extra = overrides.pop("plugins")
+        extra = [extra] if isinstance(extra, str) else list(extra)
+        recorded["plugins"] = [*recorded["plugins"], *(p for p in extra if p not in recorded["plugins"])]
+    config = {**deep_merge(recorded, overrides), "out": str(run_dir), "overwrite": False}
+    return Pipeline(config, plugins, quiet=quiet, resume=run_dir).execute()
 
 
 def evaluate_saved_run(
@@ -446,11 +678,25 @@ def evaluate_saved_run(
 
     run_dir = Path(run_dir)
     manifest = read_run_manifest(run_dir)
+    require_distilled(run_dir, manifest)
     distilled = DistilledSet.load(run_dir / artifacts.DISTILLED_FILE)
     recorded = recorded_config(manifest)
     pipeline = Pipeline(deep_merge(recorded, dict(overrides or {})), plugins, quiet=quiet, write=False)
     pipeline.ctx.out_dir = run_dir
-    pipeline.build_dataset()
+    dataset = pipeline.build_dataset()
+    from ddcore.datasig import check_signature, data_check_record
+
+    saved = distilled.signature()  # classes in another order are remapped by name; other differences: one error
+    perm = check_signature(saved, dataset, what=f"the distilled set of run {run_dir}",
+                           fix="use data with the run's classes, image size and normalisation: --data-root, --set dataset=/image_size=")  # fmt: skip
+    if perm is not None:
+        distilled = distilled.remap(perm, dataset.class_names)
+        pipeline.ctx.reporter.info(f"the data lists the run's classes in another order: labels remapped by name ({perm})")
+    check = data_check_record(saved, dataset, perm)
+    pipeline.ctx.record("data_check", check)
+    if check["same_content"] is False:
+        pipeline.ctx.reporter.info(f"note: the data's content differs from the run's (fingerprint {check['saved_fingerprint']}, now {check['fingerprint']})")
+    pipeline.ctx.initial = saved_initial(run_dir, distilled, perm, dataset.class_names)
     with pipeline.stages.stage("evaluate"):
         metrics = pipeline.hooks.evaluate(pipeline.ctx, distilled)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -458,3 +704,26 @@ def evaluate_saved_run(
     if pipeline.ctx.is_main_process:
         write_json(path, {"metrics": metrics, "config": pipeline.config.to_dict(), "records": pipeline.ctx.records})
     return metrics, path
+
+
+def require_distilled(run_dir: Path, manifest: Mapping[str, Any]) -> None:
+    """Refuse a run directory without a distilled set, saying how far the run got and what to do (one line)."""
+    if (run_dir / artifacts.DISTILLED_FILE).is_file():
+        return
+    status = manifest.get("status")
+    where = f" in stage {manifest['failed_stage']}" if manifest.get("failed_stage") else ""
+    state = {"running": "is still running, or was killed,", "failed": f"failed{where}"}.get(str(status), f"is {status}")
+    raise DDError(
+        f"{run_dir} holds no distilled set ({artifacts.DISTILLED_FILE}): the run {state} before its distillation "
+        f"finished; continue it with `dd run --resume {run_dir}`"
+    )
+
+
+def saved_initial(run_dir: Path, distilled: DistilledSet, perm: Sequence[int] | None, class_names: Sequence[str]) -> DistilledSet:
+    """The set a saved run's distiller started from (``checkpoints/initial.pt``, relabelled like ``distilled``
+    by ``perm``), or ``distilled`` itself when none was saved (``distill = "none"``)."""
+    path = run_dir / artifacts.CHECKPOINT_DIR / artifacts.INITIAL_FILE
+    if not path.is_file():
+        return distilled
+    initial = DistilledSet.load(path)
+    return initial.remap(perm, class_names) if perm is not None else initial

@@ -3,8 +3,9 @@
 Three ways to get one, all returning an ``nn.Module`` in eval mode:
 
 - :func:`trained_teacher`: a network trained once on the real training split and cached under
-  ``<cache_dir>/teachers/<key>.pt`` (``key`` hashes the dataset identity, the model, the recipe and
-  the seed, as the experts' cache does). Other processes wait for the main one and load its file.
+  ``<cache_dir>/teachers/<key>.pt`` (``key`` hashes the dataset identity, including the content
+  fingerprint of :mod:`ddcore.datasig`, the model, the recipe and the seed, as the experts' cache does:
+  rewritten images train a new teacher). Other processes wait for the main one and load its file.
 - :func:`run_classifier`: the run's own trained classifier: the final snapshot of expert 0 when the
   run has expert trajectories (``ctx.experts``), else :func:`trained_teacher` on the run's dataset.
 - :func:`torchvision_classifier`: a torchvision architecture with weights from a local file
@@ -16,6 +17,8 @@ Teacher file (``torch.load(path, weights_only=True)``)::
     state_dict    the trained network's parameters and buffers
     recipe        the ExpertRecipe-shaped dict the key was computed from
     test_acc      top-1 accuracy (percent) on the test split
+    data          data_signature of the training data (:mod:`ddcore.datasig`); a file whose
+                  classes, image shape, normalisation or fingerprint differ is trained again
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import nn
 from ddcore.atomic import torch_save
 from ddcore.context import RunContext, derive_seed
 from ddcore.data.base import ImageDataset
+from ddcore.datasig import data_signature, require_same_data
 from ddcore.errors import ConfigError, DDError
 from ddcore.tm.experts import ExpertBuffer, ExpertRecipe, cache_key, dataset_identity, resolve_augment
 from ddcore.models import ModelSpec, build_model
@@ -85,7 +89,8 @@ def train_teacher(dataset: ImageDataset, recipe: ExpertRecipe, device: torch.dev
         train_network(model, lambda _epoch: loader, train, device, size)
         test_acc = 100.0 * accuracy_on(model, dataset.loader("test", 500), device)
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    return {"format": TEACHER_FORMAT, "state_dict": state, "recipe": recipe.to_dict(), "test_acc": test_acc}
+    return {"format": TEACHER_FORMAT, "state_dict": state, "recipe": recipe.to_dict(), "test_acc": test_acc,
+            "data": data_signature(dataset)}  # fmt: skip
 
 
 def trained_teacher(
@@ -110,13 +115,14 @@ def trained_teacher(
     dataset = dataset if dataset is not None else ctx.dataset
     if dataset is None:
         raise DDError("trained_teacher needs a dataset: the run has not built one yet")
-    spec = model or ctx.model_spec or resolve_eval(ctx.config.eval, dataset).model
+    # the run's network for the run's data; for other data, the same [eval] options resolved for that data
+    spec = model or (ctx.model_spec if dataset is ctx.dataset and ctx.model_spec else resolve_eval(ctx.config.eval, dataset).model)
     if epochs is None:
         epochs = dataset_eval_preset(dataset)["full_epochs"]
     recipe = teacher_recipe(dataset, spec, epochs, seed=ctx.seed, **train_options)
     path = teacher_path(ctx.cache_dir, dataset, recipe, ctx.config.data_root or None)
     with ctx.accelerator.main_process_first():
-        data = _read_teacher(path)
+        data = _read_teacher(path, dataset)
         if data is None:
             if not ctx.is_main_process:
                 raise DDError(f"teacher file {path} was not written by the main process")
@@ -131,8 +137,10 @@ def trained_teacher(
     return network.to(ctx.device).eval()
 
 
-def _read_teacher(path: Path) -> dict[str, Any] | None:
-    """The teacher file's contents, or ``None`` if it is missing or not a complete teacher file."""
+def _read_teacher(path: Path, dataset: ImageDataset | None = None) -> dict[str, Any] | None:
+    """The teacher file's contents, or ``None`` if it is missing, not a complete teacher file, or (with
+    ``dataset``) recorded for other data: other classes or class order, image shape, normalisation or
+    content fingerprint (files written before the ``data`` entry are judged by their key alone)."""
     if not path.exists():
         return None
     try:
@@ -141,21 +149,28 @@ def _read_teacher(path: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or data.get("format") != TEACHER_FORMAT or "state_dict" not in data:
         return None
+    saved = data.get("data")
+    if dataset is not None and isinstance(saved, dict):
+        try:
+            require_same_data(saved, dataset, what=f"teacher {path}", fix="it is trained again")
+        except ConfigError:
+            return None
     return data
 
 
 def expert_network(
-    experts: ExpertBuffer, spec: ModelSpec, dataset: ImageDataset, index: int = 0, epoch: int = -1
+    experts: ExpertBuffer, spec: ModelSpec, dataset: ImageDataset, index: int = 0, epoch: int = -1,
+    device: torch.device | str = "cpu",
 ) -> nn.Module:
-    """The network of expert ``index`` after ``epoch`` (default: the last snapshot), in eval mode on the CPU."""
-    channels, size, _ = dataset.image_shape
-    with torch.random.fork_rng(devices=[]):
-        network = build_model(spec, dataset.num_classes, channels, size)
-    params = experts.unflatten(experts.trajectory(index)[epoch])
-    with torch.no_grad():
-        for name, parameter in network.named_parameters():
-            parameter.copy_(params[name])
-    return network.eval()
+    """The network of expert ``index`` after ``epoch`` (default: the last snapshot), in eval mode on ``device``.
+
+    Built by :func:`ddcore.snapshot.classifier_from_snapshot`: batch-norm running statistics, which the
+    snapshot does not hold, are recomputed from training images.
+    """
+    from ddcore.snapshot import classifier_from_snapshot
+
+    flat = experts.trajectory(index)[epoch]
+    return classifier_from_snapshot(spec, flat, dataset, shapes=experts.param_shapes, device=device)
 
 
 def run_classifier(ctx: RunContext) -> nn.Module:
@@ -165,46 +180,22 @@ def run_classifier(ctx: RunContext) -> nn.Module:
     :func:`trained_teacher` on ``ctx.dataset`` with the run's network.
     """
     if ctx.experts is not None and ctx.model_spec is not None and ctx.dataset is not None:
-        ctx.record("classifier", {"source": "expert", "folder": str(ctx.experts.folder), "index": 0})
-        return expert_network(ctx.experts, ctx.model_spec, ctx.dataset).to(ctx.device)
+        from ddcore.snapshot import NORM_STATS_IMAGES, norm_stat_layers
+
+        network = expert_network(ctx.experts, ctx.model_spec, ctx.dataset, device=ctx.device)
+        restored = {"norm_stats_images": NORM_STATS_IMAGES} if norm_stat_layers(network) else {}
+        ctx.record("classifier", {"source": "expert", "folder": str(ctx.experts.folder), "index": 0, **restored})
+        return network
     return trained_teacher(ctx)
 
 
 def torchvision_classifier(arch: str, weights: str | Path, num_classes: int | None = None) -> nn.Module:
     """A torchvision classification architecture with weights read from a local file (eval mode, CPU).
 
-    ``weights`` holds a state dict (or a dict with ``state_dict`` / ``model``). ``num_classes``
-    defaults to what the file's last 2-D weight says. Every problem is a one-line :class:`ConfigError`
-    naming the architecture or the file.
+    ``weights`` holds a state dict (or a dict with ``state_dict`` / ``model``; ``module.`` prefixes
+    accepted). ``num_classes`` defaults to what the file's last 2-D weight says. Every problem is a
+    one-line :class:`ConfigError` naming the architecture or the file (:func:`ddcore.weights.load_torchvision`).
     """
-    import torchvision
+    from ddcore.weights import load_torchvision
 
-    known = set(torchvision.models.list_models(module=torchvision.models))
-    if arch not in known:
-        close = sorted(name for name in known if name[:4] == arch[:4])[:6]
-        hint = f"; close: {', '.join(close)}" if close else ""
-        raise ConfigError(f"unknown torchvision architecture {arch!r}{hint}")
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"weights file {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"weights file {path} cannot be read as torch weights ({type(exc).__name__})") from None
-    if isinstance(state, dict):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"weights file {path} does not hold a state dict")
-    if num_classes is None:
-        matrices = [v for v in state.values() if v.ndim == 2]
-        num_classes = int(matrices[-1].shape[0]) if matrices else 1000
-    with torch.random.fork_rng(devices=[]):
-        network = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0:2]
-        raise ConfigError(f"weights file {path} does not fit {arch} with {num_classes} classes: {' '.join(first)}") from None
-    return network.eval()
+    return load_torchvision(arch, weights, num_classes)

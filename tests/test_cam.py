@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddcore import PluginError
-from ddcore.cam import default_layer_name, grad_cam, resolve_layer
+from ddcore.cam import default_layer_name, grad_cam, item_noise, resolve_layer
 from ddcore.models import ConvNet, resnet18
 
 SIZE = 16
@@ -131,11 +131,10 @@ def test_batched_maps_equal_per_image_computation(arch, method):
     images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     targets = torch.tensor([0, 4, 2])
     layer = "features.0.2" if arch == "convnet" else "layer3"  # a layer where the gradient depends on the input
-    maps = grad_cam(model, layer, images, targets, method=method, samples=2, noise=0.2,
-                    generator=torch.Generator().manual_seed(7))  # fmt: skip
+    maps = grad_cam(model, layer, images, targets, method=method, samples=2, noise=0.2, seeds=[7, 8, 9])
     assert model.training and all(m.training for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
-    noise = torch.randn((2, *images.shape), generator=torch.Generator().manual_seed(7)) * 0.2
+    noise = item_noise([7, 8, 9], 2, (3, 16, 16)) * 0.2  # each image's own draws
     model.eval()
     expected = reference_maps(model, resolve_layer(model, layer), images, targets, method, noise)
     assert torch.allclose(maps, expected, atol=1e-5)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ddcore.data.base import DatasetOptions
+from ddcore.data.decode import DECODE_VERSION
 from ddcore.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, FolderSplit, ImageReadError, load_imagefolder
 from ddcore.errors import ConfigError
 
@@ -45,7 +46,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 def test_classes_labels_and_counts(tree: Path) -> None:
-    ds = load_imagefolder(DatasetOptions(root=tree))
+    ds = load_imagefolder(DatasetOptions(root=tree, image_size=32))  # sizes differ: the size must be given
     assert ds.name == "imagefolder"
     assert ds.class_names == ["bird", "cat", "dog"]
     assert ds.num_classes == 3
@@ -58,12 +59,18 @@ def test_classes_labels_and_counts(tree: Path) -> None:
     assert all("/train/" in p for p in ds.train.paths) and all("/val/" in p for p in ds.test.paths)
     assert ds.image_shape == (3, 32, 32)
     assert ds.mean == IMAGENET_MEAN and ds.std == IMAGENET_STD
-    assert ds.extra == {"default_augment": "crop_flip", "root": str(tree.absolute())}
-    assert "3 classes" in ds.description
+    assert ds.extra == {
+        "default_augment": "crop_flip",
+        "root": str(tree.absolute()),
+        "image_size_from": "option",
+        "headers_read": 15,
+        "decode_version": DECODE_VERSION,
+    }
+    assert "3 classes" in ds.description and "RGB 32x32 (--image-size" in ds.description
 
 
 def test_pixels_are_normalised_with_imagenet_stats(tree: Path) -> None:
-    ds = load_imagefolder(DatasetOptions(root=tree))
+    ds = load_imagefolder(DatasetOptions(root=tree, image_size=32))
     image, label = ds.train[0]  # bird/img0.png: lossless pure red
     assert label == 0
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
@@ -120,7 +127,7 @@ def test_load_selected_test_images(tree: Path) -> None:
 
 
 def test_split_pickles_without_images(tree: Path) -> None:
-    split = load_imagefolder(DatasetOptions(root=tree)).train
+    split = load_imagefolder(DatasetOptions(root=tree, image_size=32)).train
     data = pickle.dumps(split)
     assert len(data) < 5000
     clone = pickle.loads(data)
@@ -193,14 +200,28 @@ def test_bad_image_size(tree: Path) -> None:
         load_imagefolder(DatasetOptions(root=tree, image_size=-4))
 
 
-@pytest.mark.parametrize("content", [b"not an image at all", "truncated"])
-def test_corrupt_image_names_the_file(tree: Path, content) -> None:
+def test_an_unreadable_header_is_named_at_construction(tree: Path) -> None:
     bad = tree / "val" / "cat" / "zz_broken.jpg"
-    if content == "truncated":
-        Image.new("RGB", (64, 64), (10, 200, 30)).save(tree / "big.jpg", quality=95)
-        content = (tree / "big.jpg").read_bytes()[:300]
-    bad.write_bytes(content)
-    ds = load_imagefolder(DatasetOptions(root=tree))  # listing only: construction succeeds
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageReadError, match="cannot read image") as err:
+        load_imagefolder(DatasetOptions(root=tree, image_size=32))  # headers are read: caught before any work
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def truncated_jpeg(path: Path) -> Path:
+    """A 64x64 noise JPEG cut in half: its header opens, its pixels do not decode."""
+    noise = torch.randint(0, 256, (64, 64, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    full = path.with_suffix(".full")  # not an image suffix: never listed
+    Image.fromarray(noise.numpy()).save(full, format="JPEG", quality=95)
+    data = full.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    full.unlink()
+    return path
+
+
+def test_a_truncated_image_names_the_file_when_loaded(tree: Path) -> None:
+    bad = truncated_jpeg(tree / "val" / "cat" / "zz_broken.jpg")
+    ds = load_imagefolder(DatasetOptions(root=tree, image_size=32))  # the header is fine: construction succeeds
     index = ds.test.paths.index(str(bad))
     with pytest.raises(ConfigError, match="cannot read image") as err:
         ds.test[index]
@@ -208,8 +229,7 @@ def test_corrupt_image_names_the_file(tree: Path, content) -> None:
 
 
 def test_corrupt_image_in_a_worker_process_keeps_a_one_line_message(tree: Path) -> None:
-    bad = tree / "train" / "cat" / "zz_broken.png"
-    bad.write_bytes(b"junk")
+    bad = truncated_jpeg(tree / "train" / "cat" / "zz_broken.jpg")
     ds = load_imagefolder(DatasetOptions(root=tree, image_size=8, workers=2))
     with pytest.raises(ConfigError, match="cannot read image") as err:
         list(ds.loader("train", batch_size=4))

@@ -2,12 +2,23 @@
 
 Each repeat ``r`` gets its own seed (``derive_seed(seed, "eval", kind, r)``), so a result does not
 depend on how many processes ran it. Repeats are dealt round-robin to the Accelerate processes and
-gathered. Optional baselines with the same evaluator: ``random`` (a fresh random real subset with the
-distilled set's per-class counts, per repeat) and ``full`` (the whole training split, ``full_epochs``).
+gathered. The rows, all with the same evaluator (:data:`ROW_MEANING` says what each one is):
 
-Metrics (accuracy in percent; std is the population std over repeats):
-``acc_mean``, ``acc_std``, ``acc_runs``, ``acc_runs_process`` (which process ran each repeat), and
-``random_real_acc_*`` / ``full_acc_*`` for the baselines.
+- ``distilled`` (``acc_*``): the run's result.
+- ``initial`` (``initial_acc_*``), automatic whenever a distiller ran (``distill`` other than ``none``
+  and ``ctx.initial`` set): the images the distiller started from (the run's own selection), trained
+  with **the same per-repeat seeds** as the distilled set (network initialisation and batch order), so
+  repeat ``r`` of both rows differs only in the images (and their labels and learned lr). This is the
+  headline comparison: ``gain_vs_initial_*`` is the paired difference distilled - initial per repeat,
+  its mean and a 95% Student-t interval over the repeats (:func:`ddcore.evaluation.paired_difference`).
+- ``random`` (``random_real_acc_*``, ``--baseline random``): a *fresh* random real subset with the
+  distilled set's per-class counts, drawn again for every repeat (not the run's own selection).
+- ``full`` (``full_acc_*``, ``--baseline full``): the whole training split, ``full_epochs``.
+
+Accuracy is in percent on the real test split, measured once at the end; std is the population std over
+repeats. When the run carved a validation split (:mod:`ddcore.data.split`), every row also reports
+``*val_acc*`` of the same networks on it (``val_acc_*``, ``initial_val_acc_*``, ...): what a script may
+choose on. ``acc_runs_process`` tells which process ran each repeat.
 """
 
 from __future__ import annotations
@@ -21,12 +32,24 @@ from accelerate.utils import gather_object
 from ddcore.builtin.selection import random_per_class
 from ddcore.distilled import DistilledSet
 from ddcore.errors import PluginError
+from ddcore.evaluation import paired_difference
 from ddcore.hookspecs import hookimpl
 from ddcore.models import build_model
 from ddcore.presets import ResolvedEval, resolve_eval
 from ddcore.training import accuracy_on, fork_devices, tensor_batches, train_network
 
-KIND_PREFIX = {"distilled": "acc", "random": "random_real_acc", "full": "full_acc"}
+KIND_PREFIX = {"distilled": "acc", "initial": "initial_acc", "random": "random_real_acc", "full": "full_acc"}
+#: What each row of the metrics is, in words (printed under the metrics table by ``dd run``).
+ROW_MEANING = {
+    "acc": "the distilled set",
+    "initial_acc": "the images the distiller started from (this run's own selection), same seeds and networks' seeds "
+    "as the distilled set",
+    "random_real_acc": "a fresh random real subset of the same per-class size, drawn again for every network "
+    "(not this run's selection)",
+    "full_acc": "the whole training split",
+}
+#: The prefix of the paired headline metrics (distilled - initial, per repeat).
+GAIN_PREFIX = "gain_vs_initial"
 
 
 def _training_labels(distilled: DistilledSet, mode: str) -> torch.Tensor:
@@ -37,13 +60,24 @@ def _training_labels(distilled: DistilledSet, mode: str) -> torch.Tensor:
     return distilled.labels
 
 
-def evaluate_once(ctx, settings: ResolvedEval, distilled: DistilledSet, kind: str, repeat: int) -> float:
-    """Train one fresh network for job ``(kind, repeat)`` and return its test accuracy in percent."""
+def evaluate_once(ctx, settings: ResolvedEval, distilled: DistilledSet, kind: str, repeat: int, split: str = "test") -> float:
+    """Train one fresh network for job ``(kind, repeat)`` and return its accuracy in percent on ``split``
+    (``"test"``, or ``"val"`` when the run carved a validation split)."""
+    return evaluate_splits(ctx, settings, distilled, kind, repeat, (split,))[split]
+
+
+def train_once(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind: str, repeat: int) -> torch.nn.Module:
+    """Train the fresh network of job ``(kind, repeat)`` (module docstring) and return it.
+
+    ``kind``: ``"distilled"`` or ``"initial"`` (train on ``distilled``, the set given: both use the seeds of
+    ``"distilled"``, so they are paired), ``"random"`` or ``"full"``.
+    """
     dataset = ctx.dataset
     channels, size, _ = dataset.image_shape
-    shuffle = ctx.derive_generator("eval", kind, repeat, "shuffle")
+    seed_kind = "distilled" if kind == "initial" else kind  # the paired row shares the distilled row's seeds
+    shuffle = ctx.derive_generator("eval", seed_kind, repeat, "shuffle")
     recipe = settings.recipe
-    if kind == "distilled":
+    if kind in ("distilled", "initial"):
         labels = _training_labels(distilled, settings.labels)
         if settings.use_learned_lr and distilled.lr is not None:
             recipe = type(recipe)(**{**recipe.to_dict(), "lr": float(distilled.lr)})
@@ -62,11 +96,28 @@ def evaluate_once(ctx, settings: ResolvedEval, distilled: DistilledSet, kind: st
     else:  # pragma: no cover - kinds come from the config validator
         raise ValueError(kind)
     with torch.random.fork_rng(devices=fork_devices(ctx.device)):
-        torch.manual_seed(ctx.derive_seed("eval", kind, repeat, "init"))
+        torch.manual_seed(ctx.derive_seed("eval", seed_kind, repeat, "init"))
         model = build_model(settings.model, dataset.num_classes, channels, size)
         train_network(model, batches, recipe, ctx.device, size)
-    test_loader = dataset.loader("test", settings.test_batch_size)
-    return 100.0 * accuracy_on(model, test_loader, ctx.device)
+    return model
+
+
+def evaluate_splits(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind: str, repeat: int,
+                    splits: tuple[str, ...] = ("test",)) -> dict[str, float]:  # fmt: skip
+    """Train job ``(kind, repeat)``'s network once (:func:`train_once`); its accuracy in percent on each split."""
+    model = train_once(ctx, settings, distilled, kind, repeat)
+    return {
+        split: 100.0 * accuracy_on(model, ctx.dataset.loader(split, settings.test_batch_size), ctx.device)
+        for split in splits
+    }
+
+
+def paired_initial(ctx) -> DistilledSet | None:
+    """The set the distiller started from, when a distiller ran (``ctx.initial``), else ``None``."""
+    initial = getattr(ctx, "initial", None)
+    if initial is None or ctx.config.distill == "none":
+        return None
+    return initial
 
 
 @hookimpl
@@ -75,23 +126,55 @@ def dd_evaluate(ctx, distilled):
     if settings.runs == 0:
         return None
     ctx.record("eval", settings.to_dict())
-    jobs = [(kind, r) for kind in ("distilled", *settings.baseline) for r in range(settings.runs)]
+    initial = paired_initial(ctx)
+    splits = ("test", "val") if getattr(ctx.dataset, "val", None) is not None else ("test",)
+    kinds = ("distilled", *(("initial",) if initial is not None else ()), *settings.baseline)
+    sets = {"initial": initial}
+    jobs = [(kind, r) for kind in kinds for r in range(settings.runs)]
     mine = jobs[ctx.process_index :: ctx.num_processes]
     results = []
     with ctx.reporter.progress(f"evaluating ({len(jobs)} networks)", total=len(mine)) as advance:
         for kind, repeat in mine:
-            accuracy = evaluate_once(ctx, settings, distilled, kind, repeat)
+            accuracy = evaluate_splits(ctx, settings, sets.get(kind, distilled), kind, repeat, splits)
             results.append((kind, repeat, accuracy, ctx.process_index))
             advance(1)
-    gathered = sorted(gather_object(results) if ctx.num_processes > 1 else results)
+    gathered = sorted(gather_object(results) if ctx.num_processes > 1 else results, key=lambda row: (row[0], row[1]))
     metrics: dict[str, object] = {}
     for kind, prefix in KIND_PREFIX.items():
         rows = [row for row in gathered if row[0] == kind]
         if not rows:
             continue
-        accuracies = [row[2] for row in rows]
+        accuracies = [row[2]["test"] for row in rows]
         metrics[f"{prefix}_mean"] = statistics.fmean(accuracies)
         metrics[f"{prefix}_std"] = statistics.pstdev(accuracies)
         metrics[f"{prefix}_runs"] = accuracies
         metrics[f"{prefix}_runs_process"] = [row[3] for row in rows]
+        if "val" in splits:
+            val_prefix = prefix.replace("acc", "val_acc")
+            val = [row[2]["val"] for row in rows]
+            metrics[f"{val_prefix}_mean"] = statistics.fmean(val)
+            metrics[f"{val_prefix}_std"] = statistics.pstdev(val)
+            metrics[f"{val_prefix}_runs"] = val
+    if initial is not None:
+        gain = paired_difference(metrics["acc_runs"], metrics["initial_acc_runs"])  # type: ignore[arg-type]
+        metrics.update({f"{GAIN_PREFIX}_{key}": value for key, value in gain.items()})
+    ctx.record("eval_rows", {prefix: ROW_MEANING[prefix] for prefix in KIND_PREFIX.values() if f"{prefix}_mean" in metrics})
     return metrics
+
+
+def describe_rows(metrics, namespace: str = "eval/") -> list[str]:
+    """Plain lines saying what each built-in row of ``metrics`` is, and the paired headline when present.
+
+    ``metrics``: a run's metrics (keys ``"<namespace><prefix>_mean"``). Returns ``[]`` when no built-in row is there.
+    """
+    lines = [f"{prefix}: {meaning}" for prefix, meaning in ROW_MEANING.items() if f"{namespace}{prefix}_mean" in metrics]
+    key = f"{namespace}{GAIN_PREFIX}"
+    if f"{key}_mean" in metrics:
+        n = len(metrics.get(f"{key}_runs") or [])
+        low, high = metrics.get(f"{key}_ci95_low"), metrics.get(f"{key}_ci95_high")
+        interval = f", 95% t-interval [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else " (one network: no interval)"
+        lines.append(
+            f"headline (paired): distilled - initial = {metrics[f'{key}_mean']:+.2f} points, mean over {n} "
+            f"networks with the same seeds{interval}"
+        )
+    return lines

@@ -49,6 +49,9 @@ class ImageDataset:
         image_shape: ``(C, H, W)`` of every image.
         mean / std: per-channel normalisation already applied to the images (``len == C``).
         workers: loader worker processes used by :meth:`loader` (0 for in-memory data).
+        fingerprint: the content's fingerprint when the factory knows it (a hash of the source archive,
+            a generator's version); ``None``: :func:`ddcore.datasig.dataset_fingerprint` derives one
+            from the splits. Caches key on it, so it must change whenever the content does.
     """
 
     name: str
@@ -61,14 +64,23 @@ class ImageDataset:
     workers: int = 0
     description: str = ""
     extra: dict = field(default_factory=dict)
+    fingerprint: str | None = None
+    #: The validation split carved from the training split (:func:`ddcore.data.split.carve_validation`),
+    #: ``None`` when the run carved none; its images are not in ``train``.
+    val: ImageSplit | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def split(self, name: str) -> ImageSplit:
+        """``"train"``, ``"test"``, or ``"val"`` when a validation split was carved (else ``ValueError``)."""
+        if name == "val":
+            if self.val is None:
+                raise ValueError("this dataset has no validation split (the run carves one: config keys validation, holdout)")
+            return self.val
         if name not in ("train", "test"):
-            raise ValueError(f"unknown split {name!r} (train or test)")
+            raise ValueError(f"unknown split {name!r} (train, val or test)")
         return self.train if name == "train" else self.test
 
     def indices_by_class(self, split: str = "train") -> list[list[int]]:

@@ -57,13 +57,23 @@ class DatasetRegistry:
         return self.entries[name]
 
     def build(self, name: str, options: DatasetOptions) -> ImageDataset:
-        """Build dataset ``name``; problems are attributed to the plugin that registered it."""
+        """Build dataset ``name``; problems are attributed to the plugin that registered it.
+
+        A factory's result must be an :class:`ImageDataset` whose ``fingerprint`` is ``None`` or a
+        non-empty string (:class:`PluginError` otherwise)."""
         entry = self.entry(name)
         with attributed_to(f'dataset "{name}"', entry.plugin):
             dataset = entry.factory(options)
         if not isinstance(dataset, ImageDataset):
             raise PluginError(
                 f'dataset "{name}" factory returned {type(dataset).__name__}, expected ddcore.ImageDataset',
+                plugin=entry.plugin,
+            )
+        declared = getattr(dataset, "fingerprint", None)
+        if declared is not None and (not isinstance(declared, str) or not declared):
+            raise PluginError(
+                f'dataset "{name}" factory set fingerprint = {declared!r}; expected a non-empty string '
+                "that changes with the content, or None (ddcore then derives one, see ddcore.datasig)",
                 plugin=entry.plugin,
             )
         if entry.presets:

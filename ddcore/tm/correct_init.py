@@ -19,15 +19,16 @@ The recipe (``/work/shared/spec/edf.md``, "Initialisation used by EDF"):
 Experts are given as a buffer (anything with ``__len__``, ``trajectory(i) -> [E+1, P]`` and
 ``param_shapes``, such as :class:`~ddcore.tm.experts.ExpertBuffer`), as a ``[n, P]`` tensor of final
 snapshots, or as a list of ``[P]`` vectors. The network is a :class:`~ddcore.models.ModelSpec` (built
-for the dataset) or any ``nn.Module`` whose ``named_parameters()`` match the flat vectors; it is run
-with :func:`torch.func.functional_call` in whatever mode it is in (built models are in train mode, as
-in the matching itself: with batch norm, whose running statistics the experts do not store, the
-logits then use batch statistics and depend on the batch).
+for the dataset) or any ``nn.Module`` whose ``named_parameters()`` match the flat vectors. A network
+without running statistics is run with :func:`torch.func.functional_call` and each expert's
+parameters. A network with batch norm, whose running statistics the snapshots do not hold, is rebuilt
+per expert by :func:`ddcore.snapshot.classifier_from_snapshot` (statistics recomputed from training
+images) and judges in eval mode, so an image's logits never depend on the other images of its batch.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ from torch.func import functional_call
 
 from ddcore.distilled import DistilledSet, Selection
 from ddcore.errors import ConfigError, DDError
+from ddcore.snapshot import classifier_from_snapshot, norm_stat_layers
 from ddcore.tm.flatparams import ParamShapes, num_params, param_shapes_of, unflatten_params
 from ddcore.models import ModelSpec, build_model
 
@@ -147,24 +149,68 @@ def _shapes_for(experts: Any, model: nn.Module) -> ParamShapes:
 # ----------------------------------------------------------------------------------------------
 
 
+def snapshot_logits(
+    model: nn.Module,
+    flat: torch.Tensor,
+    shapes: Sequence[tuple[str, Sequence[int]]],
+    device: torch.device,
+    dataset: "ImageDataset | None" = None,
+    batch: int = LOGITS_BATCH,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function ``images [M, C, H, W] -> logits [M, K]`` (no gradients) of ``model`` with the snapshot ``flat [P]``.
+
+    Without running statistics: :func:`torch.func.functional_call` of ``model`` (on ``device``) with the
+    snapshot's parameters. With batch norm: the network rebuilt once by
+    :func:`~ddcore.snapshot.classifier_from_snapshot` from ``dataset``'s training images, in eval mode; a
+    :class:`DDError` when no ``dataset`` is given (the statistics cannot be restored without data).
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if norm_stat_layers(model):
+        if dataset is None:
+            raise DDError(
+                f"{type(model).__name__} keeps batch-norm running statistics, which expert snapshots do not hold: "
+                "pass the dataset to recompute them"
+            )
+        network = classifier_from_snapshot(model, flat, dataset, shapes=shapes, device=device)
+
+        def forward(chunk: torch.Tensor) -> torch.Tensor:
+            return network(chunk)
+    else:
+        params = unflatten_params(flat.detach().to(device), shapes)
+
+        def forward(chunk: torch.Tensor) -> torch.Tensor:
+            return functional_call(model, params, (chunk,))
+
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            # split() of an empty batch yields one empty chunk, whose forward pass still gives [0, K]
+            return torch.cat([forward(chunk) for chunk in images.to(device).split(batch)])
+
+    return logits
+
+
 def expert_logits(
     model: nn.Module,
     trajectories: Sequence[torch.Tensor] | torch.Tensor,
     shapes: Sequence[tuple[str, Sequence[int]]],
     images: torch.Tensor,
     batch: int = LOGITS_BATCH,
+    dataset: "ImageDataset | None" = None,
 ) -> torch.Tensor:
     """The logits of every expert on every image, without gradients.
 
     Args:
         model: the architecture; run with :func:`torch.func.functional_call` and each expert's
-            parameters (its own parameters are ignored; its buffers and mode are used). It must be on
-            ``images.device``.
+            parameters (its own parameters are ignored; its buffers and mode are used), or, when it keeps
+            batch-norm statistics, rebuilt per expert by :func:`snapshot_logits` from ``dataset``. It
+            must be on ``images.device``.
         trajectories: the experts' final snapshots: a list of ``[P]`` vectors or an ``[E, P]`` tensor
             (moved to ``images.device``).
         shapes: ``[(name, shape), ...]`` of the flat vectors (``ExpertBuffer.param_shapes``).
         images: ``[M, C, H, W]``.
         batch: images per forward pass.
+        dataset: the experts' training data, needed (only) for a network with batch norm.
 
     Returns:
         ``[E, M, K]`` float logits on ``images.device``.
@@ -178,15 +224,9 @@ def expert_logits(
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    device = images.device
-    rows: list[torch.Tensor] = []
-    with torch.no_grad():
-        for flat in trajectories:
-            params = unflatten_params(flat.detach().to(device), shapes)
-            # split() of an empty batch yields one empty chunk, whose forward pass still gives [0, K]
-            rows.append(torch.cat([functional_call(model, params, (chunk,)) for chunk in images.split(batch)]))
-        if not rows:
-            raise ValueError("expert_logits needs at least one expert")
+    rows = [snapshot_logits(model, flat, shapes, images.device, dataset, batch)(images) for flat in trajectories]
+    if not rows:
+        raise ValueError("expert_logits needs at least one expert")
     return torch.stack(rows)
 
 
@@ -282,7 +322,7 @@ def select_correct(
         raise DDError(
             f"the judge's final snapshot has {judge_params.numel()} parameters, the model {num_params(shapes)}"
         )
-    judge_params = judge_params.to(device)
+    judge_logits = snapshot_logits(model, judge_params, shapes, device, dataset, batch)  # built once
 
     by_class = dataset.indices_by_class("train")
     short = [(c, len(ix)) for c, ix in enumerate(by_class) if len(ix) < ipc]
@@ -303,7 +343,7 @@ def select_correct(
         for start in range(0, len(order), chunk):
             candidates = order[start : start + chunk]
             batch_images, _ = dataset.load("train", candidates)
-            logits = expert_logits(model, [judge_params], shapes, batch_images.to(device), batch)[0].float().cpu()
+            logits = judge_logits(batch_images).float().cpu()
             evaluated += len(candidates)
             right = logits.argmax(dim=1) == c
             take = right.nonzero().view(-1)[: ipc - len(kept)]
@@ -366,7 +406,7 @@ def correct_initialization(
     model = network_for(model_spec, dataset).to(device)
     selection = select_correct(dataset, buffer, model, ipc, generator, device, judge, batch=batch)
     shapes = _shapes_for(buffer, model)
-    logits = expert_logits(model, final_snapshots(buffer), shapes, selection.images.to(device), batch)
+    logits = expert_logits(model, final_snapshots(buffer), shapes, selection.images.to(device), batch, dataset)
     labels = selection.labels.to(device)
     soft = soft_labels_from_experts(logits.float(), labels)
     fallback = int((~(logits.argmax(dim=2) == labels.view(1, -1)).any(dim=0)).sum())

@@ -35,6 +35,12 @@ def configure(table: Mapping[str, Any], family: str, ipc: int) -> dict[str, Any]
     return {**values, **table, "preset": name}
 
 
+def _preset_values(name: str) -> dict[str, Any]:
+    from ddcore.tm.presets import TM_PRESETS
+
+    return dict(TM_PRESETS[name])
+
+
 def expert_recipe(ctx: "RunContext", epochs: int):
     """The :class:`~ddcore.tm.experts.ExpertRecipe` of this run's experts (``[experts]`` and the run's network)."""
     from ddcore.tm.experts import recipe_for_dataset
@@ -94,8 +100,54 @@ class TrajectoryMatchingDistiller(Distiller):
         """
         from ddcore.tm.memory import plan_for_run
 
+        self.check_preset()
         self.memory_plan = plan_for_run(self.ctx, self.options, self.expert_epochs())
         self.ctx.record("tm_memory", self.memory_plan.to_record())
+
+    def check_preset(self):
+        """Say which ``[tm]`` preset the run took and why, project the matching's cost on this device and data,
+        and refuse a GPU-sized preset on a CPU (warn otherwise) when that is far beyond what the data
+        warrants (:mod:`ddcore.tm.presets`). Records ``tm_preset``; returns the projection.
+
+        Raises :class:`~ddcore.ConfigError` (one line naming ``tm.preset`` / ``tm.iterations``) before any work.
+        """
+        from ddcore.errors import ConfigError
+        from ddcore.tm.presets import GPU_SIZED, human_seconds, nearest_preset_ipc, project_matching
+
+        ctx, options = self.ctx, self.options
+        dataset = ctx.dataset
+        family = dataset.extra.get("presets") or dataset.name
+        projection = project_matching(
+            options, family, ctx.config.ipc, ctx.model_spec, dataset, ctx.device.type,
+            ctx.config.experts.num, self.expert_epochs(), ctx.config.ipc * dataset.num_classes,
+        )  # fmt: skip
+        ctx.record("tm_preset", projection.to_record())
+        cost = (f"{options.iterations} iterations x {options.syn_steps} inner steps x {projection.images_per_step} images, "
+                f"roughly {human_seconds(projection.matching_seconds)} on {projection.device} for "
+                f"{projection.train_images} training images (experts ~{human_seconds(projection.experts_seconds)})")  # fmt: skip
+        ctx.reporter.info(f"tm preset {projection.reason}; {cost}")
+        if not projection.far_beyond:
+            return projection
+        if options.preset in GPU_SIZED and projection.device == "cpu":
+            smaller = f"cpu-ipc{nearest_preset_ipc(ctx.config.ipc)}"
+            alt = project_matching(
+                type(options)(**{**options.to_dict(), **{k: v for k, v in _preset_values(smaller).items()}, "preset": smaller}),
+                family, ctx.config.ipc, ctx.model_spec, dataset, ctx.device.type, ctx.config.experts.num,
+                self.expert_epochs(), ctx.config.ipc * dataset.num_classes,
+            )  # fmt: skip
+            raise ConfigError(
+                f"tm.preset {options.preset!r} is sized for GPUs: {cost}, {projection.ratio:.0f}x the experts' work; "
+                f"pass --set tm.preset={smaller} (~{human_seconds(alt.matching_seconds)}) or set tm.iterations"
+            )
+        ctx.reporter.info(
+            f"warning: the matching projects {projection.ratio:.0f}x the experts' work (~{human_seconds(projection.matching_seconds)}): "
+            "far beyond what this data warrants; lower tm.iterations or tm.syn_steps, or name a smaller tm.preset"
+        )
+        return projection
+
+    def label_kind(self, initial: str | None) -> str | None:
+        """Soft (the experts' logits) with ``tm.init = 'correct'``; else the initial set's kind, kept by matching."""
+        return "soft" if self.options.init == "correct" else initial
 
     def expert_epochs(self) -> int:
         """Epochs per expert: ``experts.epochs``, or just what the ``[tm]`` window needs."""
@@ -137,11 +189,16 @@ class TrajectoryMatchingDistiller(Distiller):
 
         with session.stage("distill"):
             distilled, log = distill_tm(ctx, initial, buffer, ctx.model_spec, options, session, evaluate, self.memory_plan)
+        if "best_accuracy" in distilled.meta:  # periodic evaluation measures the validation split (Pipeline.periodic_evaluation)
+            meta = dict(distilled.meta)
+            meta["best_val_accuracy"] = meta.pop("best_accuracy")
+            distilled.meta = meta
         last = log[-10:]
         ctx.record("tm", {
             "model": ctx.model_spec.__dict__, "iterations": len(log), "skipped": sum(row["skipped"] for row in log),
             "first_loss": log[0]["loss"], "last_loss_mean10": sum(row["loss"] for row in last) / len(last),
-            "syn_lr": distilled.lr,
+            "syn_lr": distilled.lr, "best_iteration": distilled.meta.get("best_iteration"),
+            "best_val_accuracy": distilled.meta.get("best_val_accuracy"),
         })  # fmt: skip
         session.add_artifact(LOG_FILE, log)
         return distilled

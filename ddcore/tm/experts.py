@@ -10,7 +10,8 @@ Cache layout (under the run's cache directory, ``RunContext.cache_dir``)::
     <cache_dir>/experts/<key>/expert_<i>.pt    one file per expert (written atomically)
 
 ``key`` (:func:`cache_key`) hashes everything that changes a trajectory: the dataset's identity
-(:func:`dataset_identity`), the model, the training recipe, the epochs, the seed and the file format.
+(:func:`dataset_identity`, which includes a fingerprint of the data's content, so rewriting the images
+under the same names trains new experts), the model, the training recipe, the epochs, the seed and the file format.
 It does **not** include ``num_experts``: asking for more experts later reuses the ones on disk and
 trains only the missing ones. Expert ``i`` is seeded by ``(seed, "expert", i)`` alone, so its
 trajectory is the same however many experts are requested and however many processes train them
@@ -55,6 +56,7 @@ from torch import nn
 from ddcore.atomic import torch_save, write_json
 from ddcore.context import derive_seed
 from ddcore.data.base import ImageDataset
+from ddcore.datasig import dataset_fingerprint
 from ddcore.errors import ConfigError, DDError
 from ddcore.tm.flatparams import ParamShapes, flatten_params, num_params, param_shapes_of, unflatten_params
 from ddcore.models import MODEL_NAMES, NORMS, ModelSpec, build_model
@@ -172,15 +174,9 @@ def recipe_for_dataset(
     alike) come from :func:`ddcore.tm.distiller.resolve_expert_recipe`, which calls this with the run's
     network and ``[experts]`` options, so that the same options give the same cache key.
     """
-    from ddcore.presets import convnet_depth, dataset_eval_preset
+    from ddcore.presets import resolve_model
 
-    preset = dataset_eval_preset(dataset)
-    spec = ModelSpec(
-        name=model,
-        width=width or preset["width"],
-        depth=depth or convnet_depth(dataset.image_shape[-1]),
-        norm=norm,
-    )
+    spec = resolve_model(dataset, model, width, depth, norm)  # the one rule, also the evaluator's
     return ExpertRecipe.build(
         num_experts, epochs, spec, seed=seed, augment=resolve_augment(augment, dataset), **train_options
     )
@@ -210,20 +206,25 @@ def _check_train(train: TrainRecipe) -> None:
 
 
 def dataset_identity(dataset: ImageDataset, data_root: str | Path | None = None) -> dict[str, Any]:
-    """What names a dataset in the cache key: name, image shape, train size, class names, data root,
-    and ``extra["version"]`` when the dataset declares one.
+    """What names a dataset in the cache key: name, image shape, normalisation, train size, class names
+    in label order, data root, ``extra["version"]`` when the dataset declares one, and the content
+    ``fingerprint`` (:func:`ddcore.datasig.dataset_fingerprint`).
 
     ``data_root`` (``config.data_root``) is resolved to an absolute path; ``None``/empty for built-in
-    data such as ``digits``. The pixels themselves are not hashed: if the files under a root change,
-    use a different cache directory or delete ``<cache_dir>/experts``.
+    data such as ``digits``. The fingerprint changes when the data's content changes (in-memory
+    tensors are hashed; for files, their names, sizes, times and inodes), so rewriting, swapping or
+    replacing images under the same names gives a new key: the cache misses and trains again.
     """
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
     identity = {
         "name": dataset.name,
         "image_shape": [int(v) for v in dataset.image_shape],
+        "mean": [float(v) for v in dataset.mean],
+        "std": [float(v) for v in dataset.std],
         "train_size": len(dataset.train),
         "class_names": [str(c) for c in dataset.class_names],
         "data_root": root,
+        "fingerprint": dataset_fingerprint(dataset),
     }
     if "version" in dataset.extra:  # a generated dataset bumps it when its pixels change
         identity["version"] = dataset.extra["version"]
@@ -577,7 +578,10 @@ def ensure_experts(
     if hasattr(ctx, "record"):
         ctx.record(
             "experts",
-            {"key": key, "folder": str(folder), "num_experts": count, "trained": missing, "recipe": recipe.to_dict()},
+            {
+                "key": key, "folder": str(folder), "num_experts": count, "trained": missing,
+                "fingerprint": identity["fingerprint"], "recipe": recipe.to_dict(),
+            },  # fmt: skip
         )
     return ExpertBuffer(folder, count, recipe.epochs, shapes)
 

@@ -3,9 +3,16 @@
 State: synthetic images ``X [N, C, H, W]``, labels ``Y`` (hard ``[N]``, or learnable soft logits
 ``[N, K]``), a learnable scalar ``syn_lr``. Every iteration picks an expert and a start epoch in the
 sequential-generation window, runs one matching step with the weighting hooks, and steps the three
-SGD optimisers unless the loss is above ``skip_threshold``. A NaN or infinite loss stops the run with
-a one-line error. The step unrolls fully or with constant memory (``tm.unroll``; ``auto`` is resolved
-by :mod:`ddcore.tm.memory`'s plan); both give the same gradients and draw the same random numbers.
+SGD optimisers unless the loss is above ``skip_threshold``. The step unrolls fully or with constant memory
+(``tm.unroll``; ``auto`` is resolved by :mod:`ddcore.tm.memory`'s plan); both give the same gradients and
+draw the same random numbers.
+
+A failed distillation stops the run with a one-line :class:`~ddcore.errors.DDError` (exit 2 from ``dd``),
+never a result: a NaN or infinite loss, an update that leaves the images, labels or ``syn_lr`` non-finite,
+or a learned ``syn_lr`` that falls to :data:`SYN_LR_FLOOR` or below (a student that no longer learns;
+evaluating the set at that lr would report chance accuracy). Each message says at which iteration
+(0-based, as in ``tm_log.json``) and which option to lower. The state is checked right after every
+update, so a checkpoint never holds non-finite values.
 
 Options live in the ``[tm]`` table of the run config (:class:`TMConfig`).
 """
@@ -31,6 +38,8 @@ if TYPE_CHECKING:
     from ddcore.models import ModelSpec
 
 STATE_FORMAT = 1
+#: The learned student lr at or below which trajectory matching has failed (MTT clamps it here).
+SYN_LR_FLOOR = 1e-8
 
 
 class Trajectories(Protocol):
@@ -124,22 +133,58 @@ class TrajectoryMatcher:
         if ctx.num_processes > 1:
             loss = mean_across_processes(ctx, loss)
             experts = [int(e) for e in ctx.accelerator.gather(torch.tensor([expert], device=ctx.device)).tolist()]
-        if not math.isfinite(loss) or not torch.isfinite(self.images).all():
-            raise DDError(
-                f"trajectory matching diverged at iteration {iteration} (loss {loss}); lower tm.lr_img or tm.lr_lr"
-                " (the last good checkpoint is kept)"
-            )
+        if not math.isfinite(loss):
+            self._diverged(iteration, f"the matching loss is {loss}")
         skipped = config.skip_threshold > 0 and loss > config.skip_threshold
         if not skipped:
             for optimiser in self.optimisers:
                 optimiser.step()
-            with torch.no_grad():
-                self.syn_lr.clamp_(min=1e-8)
+            self._check_update(iteration)
         row = {"iteration": iteration, "experts": experts, "start_epoch": start, "loss": loss,
                "kept": result.kept_fraction, "skipped": skipped, "syn_lr": float(self.syn_lr.detach())}  # fmt: skip
         self.log.append(row)
         self.iteration += 1
         return row
+
+    def _updates(self) -> int:
+        """Updates applied so far (iterations not skipped)."""
+        return sum(not row["skipped"] for row in self.log)
+
+    def _lowering(self, *keys: str) -> str:
+        return " or ".join(f"tm.{key} (now {getattr(self.config, key):g})" for key in keys)
+
+    def _diverged(self, iteration: int, what: str) -> None:
+        """Raise the one-line error for a non-finite loss at ``iteration``, naming what to change."""
+        updates = self._updates()
+        if updates == 0:
+            raise DDError(
+                f"trajectory matching diverged at iteration {iteration}, before any update: {what}, so no learning "
+                "rate is the cause; check the expert trajectories (an expert whose parameters do not move over "
+                "tm.expert_epochs divides by 0) and the plugins' dd_supervision_weights (all zero gives 0/0)"
+            )
+        keys = ("lr_img", "lr_lr", "lr_y") if self.config.learn_labels else ("lr_img", "lr_lr")
+        raise DDError(
+            f"trajectory matching diverged at iteration {iteration}, after {updates} update{'s' if updates > 1 else ''}: {what} "
+            f"(syn_lr {float(self.syn_lr.detach()):.3g}); lower {self._lowering(*keys)}"
+        )
+
+    def _check_update(self, iteration: int) -> None:
+        """After an update: images, labels and ``syn_lr`` finite, ``syn_lr`` above :data:`SYN_LR_FLOOR`; else a DDError."""
+        for name, tensor, key in (("synthetic images", self.images, "lr_img"), ("learned labels", self.labels, "lr_y"),
+                                  ("learned student lr (syn_lr)", self.syn_lr, "lr_lr")):  # fmt: skip
+            if tensor.requires_grad and not bool(torch.isfinite(tensor.detach()).all()):
+                raise DDError(
+                    f"trajectory matching diverged at iteration {iteration}: its update made the {name} non-finite; "
+                    f"lower {self._lowering(key)}"
+                )
+        syn_lr = float(self.syn_lr.detach())
+        if syn_lr <= SYN_LR_FLOOR:
+            start = self.initial.lr or self.config.lr_teacher
+            raise DDError(
+                f"trajectory matching failed at iteration {iteration}: the learned student lr (syn_lr) fell from "
+                f"{start:.3g} to {syn_lr:.3g}, at or below {SYN_LR_FLOOR:g}, so the images no longer train a network "
+                f"and no set is distilled; lower {self._lowering('lr_lr')}"
+            )
 
     def current(self) -> DistilledSet:
         """A copy of the synthetic set as it is now."""

@@ -10,9 +10,13 @@ Layout, under ``<cache_dir>/compdd/``::
     <name>-<S>px-<key>/train.npy, val.npy    the pixels, written atomically
     <name>-<S>px-<key>/meta.json             written last: the entry is complete when it exists
 
-``key`` hashes the format version, the size, the resize mode and every source file's path (relative to
-the data root), size in bytes and modification time, so changing, adding or removing an image builds
-a new entry instead of reusing a stale one.
+``key`` hashes the format version, the size, the resize mode, ddcore's decoding rules
+(:data:`ddcore.data.decode.DECODE_VERSION`) and every source file's path (relative to
+the data root), size in bytes, modification time, change time and inode (``os.stat`` only: no image is
+read), so changing, adding, removing, moving or swapping images builds a new entry instead of reusing a
+stale one; a copy of the tree elsewhere (new inodes) builds one too. The key is also the content
+fingerprint of the dataset read from the entry (:meth:`CachedSplit.fingerprint`), so experts, teachers
+and other caches of ``compdd/<subset>`` miss when the source images change.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from ddcore.atomic import atomic_path, write_json
+from ddcore.data.decode import DECODE_VERSION
 from ddcore.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, decode_rgb
 
 CACHE_FORMAT = 1
@@ -57,12 +62,18 @@ class _DecodeFiles(torch.utils.data.Dataset):
 
 
 def cache_key(root: Path, splits: dict[str, Sequence[str]], size: int) -> str:
-    """A 16-hex-digit key over the format, size, resize mode and every file's path, size and mtime."""
-    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "size": size, "resize": RESIZE}).encode())
+    """A 16-hex-digit key over the format, size, resize mode, decoding rules and every file's path, size,
+    mtime, ctime and inode (``os.stat`` only)."""
+    digest = hashlib.sha256(
+        json.dumps({"format": CACHE_FORMAT, "size": size, "resize": RESIZE, "decode": DECODE_VERSION}).encode()
+    )
     for split in sorted(splits):
         for path in splits[split]:
             stat = os.stat(path)
-            digest.update(f"{split}\0{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{split}\0{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}"
+                f"\0{stat.st_ino}\n".encode()
+            )
     return digest.hexdigest()[:16]
 
 
@@ -128,6 +139,13 @@ class CachedSplit(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_pixels": None}
+
+    def fingerprint(self) -> str:
+        """This split's content fingerprint (:mod:`ddcore.datasig`): sha256 hex of the entry's folder name,
+        which ends in the :func:`cache_key` of the source files, the array's name and the labels.
+        Reads no pixel."""
+        text = f"{self.path.parent.name}/{self.path.name};" + ",".join(str(int(t)) for t in self.targets)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.targets)

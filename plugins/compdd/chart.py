@@ -1,7 +1,8 @@
 """The report's PNG chart, drawn with Pillow (no plotting library needed).
 
-One panel per subset; in each, one group per (method, IPC) with an easy and a hard bar (accuracy %,
-mean, with a ±std whisker) and the gap written above the group.
+One panel per subset and evaluation protocol (rows measured differently are never drawn side by side
+as one comparison); in each, one group per (method, IPC) with an easy and a hard bar (accuracy %,
+mean, with a ±std whisker) and the gap written below the group.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ddcore.atomic import atomic_path
-from ddcore_compdd.report import ReportRow
+from ddcore_compdd.report import ReportRow, protocol_tables
 
 EASY, HARD = (70, 130, 180), (214, 96, 77)
 PANEL_H, MARGIN_L, MARGIN_B, TOP = 260, 50, 56, 34
@@ -25,15 +26,22 @@ def _group_label(row: ReportRow) -> str:
 def draw_chart(report: dict[str, list[ReportRow]], path: str | Path) -> None:
     """Write the chart of ``report`` (as :func:`ddcore_compdd.report.build_report` returns it) to ``path``."""
     font = ImageFont.load_default()
-    groups = max((len(rows) for rows in report.values()), default=1)
+    panels = []
+    for subset, subset_rows in report.items():
+        tables = protocol_tables(subset_rows)
+        for number, (protocol, rows) in enumerate(tables, 1):
+            who = f", {protocol.evaluator} evaluator" if protocol else ""
+            part = f" ({number}/{len(tables)})" if len(tables) > 1 else ""
+            panels.append((f"{subset}{part}: test accuracy % (easy vs hard){who}", rows))
+    groups = max((len(rows) for _, rows in panels), default=1)
     group_w = 2 * BAR_W + GAP_W + GROUP_PAD
-    label_w = max((int(font.getlength(_group_label(r))) + 8 for rows in report.values() for r in rows), default=0)
+    label_w = max((int(font.getlength(_group_label(r))) + 8 for _, rows in panels for r in rows), default=0)
     group_w = max(group_w, label_w)
     width = MARGIN_L + groups * group_w + 150
-    height = len(report) * (PANEL_H + TOP) + 10
+    height = len(panels) * (PANEL_H + TOP) + 10
     image = Image.new("RGB", (width, max(height, 60)), "white")
     draw = ImageDraw.Draw(image)
-    for panel, (subset, rows) in enumerate(report.items()):
+    for panel, (title, rows) in enumerate(panels):
         top = panel * (PANEL_H + TOP) + TOP
         base = top + PANEL_H - MARGIN_B  # y of 0 %
         plot_h = PANEL_H - MARGIN_B - 10
@@ -41,7 +49,7 @@ def draw_chart(report: dict[str, list[ReportRow]], path: str | Path) -> None:
         def y(value: float) -> float:
             return base - plot_h * max(0.0, min(value, 100.0)) / 100.0
 
-        draw.text((MARGIN_L, top - 24), f"{subset}: test accuracy % (easy vs hard)", fill="black", font=font)
+        draw.text((MARGIN_L, top - 24), title, fill="black", font=font)
         for tick in range(0, 101, 25):
             draw.line([(MARGIN_L, y(tick)), (MARGIN_L + groups * group_w, y(tick))], fill=(225, 225, 225))
             draw.text((8, y(tick) - 6), f"{tick:>3}", fill="black", font=font)

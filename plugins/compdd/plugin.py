@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
-from ddcore import ConfigError, hookimpl
+from ddcore import hookimpl
+from ddcore.config import Range
 from ddcore_compdd.subsets import SUBSETS
 
 PLUGIN_NAME = "compdd"
@@ -32,14 +33,9 @@ class CompddConfig:
     """``[plugin.compdd]`` options (see the module docstring)."""
 
     evaluate: Literal["auto", "on", "off"] = "auto"
-    runs: int = 3
-    epochs: int = 0
-    width: int = 0
-
-    def __post_init__(self) -> None:
-        for key, low in (("runs", 1), ("epochs", 0), ("width", 0)):
-            if getattr(self, key) < low:
-                raise ConfigError(f"config key 'plugin.compdd.{key}' must be >= {low}, got {getattr(self, key)}")
+    runs: Annotated[int, Range(ge=1)] = 3  # ranges: checked by ddcore before any work (ddcore.config.Range)
+    epochs: Annotated[int, Range(ge=0, note="0: the protocol's")] = 0
+    width: Annotated[int, Range(ge=0, note="0: the protocol's")] = 0
 
 
 config_class = CompddConfig

@@ -19,8 +19,7 @@ import dataclasses
 
 from ddcore import DistilledSet, ImageDataset
 from ddcore.evaluation import evaluate_once, shard_repeats, summarise
-from ddcore.models import ModelSpec
-from ddcore.presets import ResolvedEval, convnet_depth, resolve_eval
+from ddcore.presets import ResolvedEval, resolve_eval, resolve_model
 
 IMAGENET_EPOCHS, IMAGENET_WIDTH = 1000, 128
 MINI_EPOCHS, MINI_WIDTH = 300, 32
@@ -53,7 +52,8 @@ def protocol_settings(ctx, dataset: ImageDataset, runs: int, epochs: int = 0, wi
         schedule="step",
         augment="dsa",
     )
-    model = ModelSpec(name="convnet", width=width or default_width, depth=convnet_depth(dataset.image_shape[-1]), norm="instancenorm")
+    # ddcore's one rule (depth from the image size), as the run's experts and matching use it
+    model = resolve_model(dataset, "convnet", width or default_width, 0, "instancenorm")
     return ResolvedEval(
         runs=runs,
         model=model,

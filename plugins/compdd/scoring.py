@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ddcore import ConfigError, ImageDataset
-from ddcore.data.base import denormalize
-from ddcore.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from ddcore.adapt import IMAGENET_MEAN, IMAGENET_STD, ModelInput
+from ddcore.adapt import InputAdapter as SharedInputAdapter
+from ddcore.context import derive_seed
 from ddcore_compdd.complexity import class_complexity, image_complexity
 
 Target = Literal["predicted", "label"]
@@ -95,31 +95,24 @@ class ComplexityResult:
         return data
 
 
-class InputAdapter(nn.Module):
-    """Feed a dataset's normalised images to a classifier that expects other inputs.
+class InputAdapter(SharedInputAdapter):
+    """:class:`ddcore.adapt.InputAdapter` with Comp-DD's switches: a grey channel repeated to 3 when ``rgb``,
+    squashed to ``size`` (0: keep), normalised with ImageNet statistics when ``imagenet`` (else the
+    dataset's own, repeated over the channels). Shape: ``[N, C, H, W]`` -> ``[N, C', S, S]``.
 
-    Undoes the dataset's normalisation, repeats a grey channel to 3 when ``rgb``, squashes to
-    ``size`` (0: keep) and normalises with ImageNet statistics when ``imagenet``.
-    Shape: ``[N, C, H, W]`` -> ``[N, C', S, S]``.
+    >>> InputAdapter((0.5,), (0.25,), rgb=True, size=2, imagenet=True)(torch.zeros(1, 1, 1, 1)).shape
+    torch.Size([1, 3, 2, 2])
     """
 
     def __init__(self, mean, std, *, rgb: bool, size: int, imagenet: bool):
-        super().__init__()
-        self.mean, self.std, self.rgb, self.size, self.imagenet = list(mean), list(std), rgb, size, imagenet
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not (self.rgb or self.size or self.imagenet):
-            return images
-        pixels = denormalize(images, self.mean, self.std)
-        if self.rgb and pixels.shape[1] == 1:
-            pixels = pixels.expand(-1, 3, -1, -1)
-        if self.size and tuple(pixels.shape[-2:]) != (self.size, self.size):
-            pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        if self.imagenet:
-            mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, -1, 1, 1)
-            std = torch.tensor(IMAGENET_STD, device=pixels.device).view(1, -1, 1, 1)
-            pixels = (pixels - mean) / std
-        return pixels
+        mean, std = tuple(mean), tuple(std)
+        channels = 3 if rgb else len(mean)
+        if imagenet:
+            target_mean, target_std = IMAGENET_MEAN, IMAGENET_STD
+        else:
+            repeat = channels // len(mean)
+            target_mean, target_std = mean * repeat, std * repeat
+        super().__init__(mean, std, ModelInput(channels, tuple(target_mean), tuple(target_std), size=size or None))
 
 
 def label_space(model_classes: int, dataset: ImageDataset) -> torch.Tensor | None:
@@ -156,7 +149,10 @@ def score_dataset(
     """``(scores [N], labels [N], indices [N])`` for the chosen images of ``options.split``.
 
     Images stream through ``dataset.loader`` in batches of ``options.batch_size``; one batched
-    Grad-CAM per batch. ``progress(k)`` (optional) is advanced by the images done.
+    Grad-CAM per batch. ``progress(k)`` (optional) is advanced by the images done. Smooth
+    Grad-CAM++'s noise of the image at position ``i`` of the split comes from its own seed
+    ``derive_seed(base, "compdd", i)`` (``base``: one draw from ``generator``), so the scores do not
+    depend on ``batch_size`` or ``per_class``.
     """
     from ddcore.cam import grad_cam, resolve_layer
 
@@ -166,8 +162,12 @@ def score_dataset(
     model_classes = None
     mapping = None
     indices = chosen_indices(dataset, options.split, options.per_class)
+    base = int(torch.randint(0, 2**62, (1,), generator=generator))
     scores, labels = [], []
+    done = 0
     for images, batch_labels in dataset.loader(options.split, options.batch_size, indices=indices):
+        seeds = [derive_seed(base, "compdd", i) for i in indices[done : done + len(images)]]
+        done += len(images)
         images = images.to(device)
         batch_labels = torch.as_tensor(batch_labels, dtype=torch.long)
         if options.target == "predicted":
@@ -181,7 +181,7 @@ def score_dataset(
             targets = batch_labels if mapping is None else mapping[batch_labels]
         maps = grad_cam(
             network, layer, images, targets.to(device),
-            method=options.method, samples=options.samples, noise=options.noise, generator=generator,
+            method=options.method, samples=options.samples, noise=options.noise, seeds=seeds,
         )  # fmt: skip
         scores.append(image_complexity(maps.cpu(), options.threshold, strict=options.strict))
         labels.append(batch_labels)

@@ -18,16 +18,17 @@ Every choice the method spec leaves open is an option here (see ``docs/diffsel.m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 from ddcore import ConfigError
+from ddcore.config import Range
 
 KEY = "plugin.diffsel"
 
-
-def _positive(key: str, value: float, low: float = 1) -> None:
-    if value < low:
-        raise ConfigError(f"config key '{KEY}.{key}' must be >= {low}, got {value}")
+#: Numeric field types (ranges checked by ddcore before any work, see :class:`ddcore.config.Range`).
+Count = Annotated[int, Range(ge=1)]
+CountOrAuto = Annotated[int, Range(ge=0, note="0: automatic")]
+Fraction = Annotated[float, Range(gt=0, le=1)]
 
 
 @dataclass
@@ -49,30 +50,20 @@ class PriorTrainConfig:
         checkpoint_every: save a resumable checkpoint every so many steps (0: only at the end).
     """
 
-    steps: int = 500
-    size: int = 0
+    steps: Count = 500
+    size: Annotated[int, Range(ge=0, note="0: a quarter of the image side")] = 0
     channels: list[int] = field(default_factory=lambda: [32, 64])
     attention: bool = False
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup: int = 50
-    p_uncond: float = 0.1
-    timesteps: int = 1000
-    checkpoint_every: int = 100
+    batch_size: Count = 64
+    lr: Annotated[float, Range(gt=0)] = 1e-3
+    warmup: Annotated[int, Range(ge=0)] = 50
+    p_uncond: Annotated[float, Range(ge=0, lt=1)] = 0.1
+    timesteps: Annotated[int, Range(ge=2)] = 1000
+    checkpoint_every: Annotated[int, Range(ge=0, note="0: only at the end")] = 100
 
     def __post_init__(self) -> None:
-        _positive("train.steps", self.steps)
-        _positive("train.size", self.size, 0)
-        _positive("train.batch_size", self.batch_size)
-        _positive("train.warmup", self.warmup, 0)
-        _positive("train.timesteps", self.timesteps, 2)
-        _positive("train.checkpoint_every", self.checkpoint_every, 0)
         if not self.channels or any(c < 1 or c % 8 for c in self.channels):
             raise ConfigError(f"config key '{KEY}.train.channels' must be a non-empty list of multiples of 8, got {self.channels}")
-        if self.lr <= 0:
-            raise ConfigError(f"config key '{KEY}.train.lr' must be > 0, got {self.lr}")
-        if not 0 <= self.p_uncond < 1:
-            raise ConfigError(f"config key '{KEY}.train.p_uncond' must be in [0, 1), got {self.p_uncond}")
 
 
 @dataclass
@@ -87,14 +78,9 @@ class ObserverConfig:
             the full image).
     """
 
-    crops: int = 5
-    min_scale: float = 0.08
+    crops: Count = 5
+    min_scale: Fraction = 0.08
     view: Literal["pad", "resize"] = "pad"
-
-    def __post_init__(self) -> None:
-        _positive("observer.crops", self.crops)
-        if not 0 < self.min_scale <= 1:
-            raise ConfigError(f"config key '{KEY}.observer.min_scale' must be in (0, 1], got {self.min_scale}")
 
 
 @dataclass
@@ -118,28 +104,16 @@ class KDConfig:
         model: the student network (``""``: the run's ``[eval]`` network).
     """
 
-    runs: int = 0
-    epochs: int = 0
-    temperature: float = 20.0
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    batch_size: int = 64
-    cutmix: float = 1.0
-    min_scale: float = 0.08
+    runs: Annotated[int, Range(ge=0, note="0: the evaluator is off")] = 0
+    epochs: Annotated[int, Range(ge=0, note="0: 300")] = 0
+    temperature: Annotated[float, Range(gt=0)] = 20.0
+    lr: Annotated[float, Range(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 0.01
+    batch_size: Count = 64
+    cutmix: Annotated[float, Range(ge=0, note="0: CutMix off")] = 1.0
+    min_scale: Fraction = 0.08
     flip: Literal["auto", "yes", "no"] = "auto"
     model: str = ""
-
-    def __post_init__(self) -> None:
-        _positive("kd.runs", self.runs, 0)
-        _positive("kd.epochs", self.epochs, 0)
-        _positive("kd.batch_size", self.batch_size)
-        for key in ("temperature", "lr"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"config key '{KEY}.kd.{key}' must be > 0, got {getattr(self, key)}")
-        if self.weight_decay < 0 or self.cutmix < 0:
-            raise ConfigError(f"config keys '{KEY}.kd.weight_decay' and '{KEY}.kd.cutmix' must be >= 0")
-        if not 0 < self.min_scale <= 1:
-            raise ConfigError(f"config key '{KEY}.kd.min_scale' must be in (0, 1], got {self.min_scale}")
 
 
 @dataclass
@@ -153,6 +127,8 @@ class DiffselConfig:
             or a diffusers Stable-Diffusion folder) or ``hf-hub:ORG/NAME`` (already in the Hugging Face
             cache; never downloaded).
         prompt: the text prompt of latent text priors; ``{name}`` is the class name.
+        sd_variant: the weight files of a Stable Diffusion folder to load: ``""`` the plain ones,
+            ``"fp16"`` the ``*.fp16.*`` ones (computed in float32).
         resolution: side the prior sees (images resized to it; 0: the pixel prior's training size, the
             image size for latent priors).
         timesteps: diffusion timesteps averaged over (spec: one mid-range step, 500 of 1000).
@@ -191,39 +167,32 @@ class DiffselConfig:
     scorer: Literal["diffusion", "observer"] = "diffusion"
     prior: str = "auto"
     prompt: str = "a photo of a {name}"
-    resolution: int = 0
-    timesteps: list[int] = field(default_factory=lambda: [500])
-    n_noise: int = 4
+    sd_variant: str = ""
+    resolution: CountOrAuto = 0
+    timesteps: list[Annotated[int, Range(ge=0)]] = field(default_factory=lambda: [500])
+    n_noise: Count = 4
     contrast: Literal["null", "others"] = "null"
-    pool_per_class: int = 300
-    batch_size: int = 32
-    factor: int = 0
-    window: int = 0
-    stride: int = 0
-    per_image: int = 1
-    max_iou: float = 0.5
+    pool_per_class: Count = 300
+    batch_size: Count = 32
+    factor: CountOrAuto = 0
+    window: CountOrAuto = 0
+    stride: CountOrAuto = 0
+    per_image: Count = 1
+    max_iou: Fraction = 0.5
     features: Literal["auto", "teacher", "pixels", "latents"] = "auto"
     ranking: Literal["auto", "bisecting", "kmeans", "score"] = "auto"
     assembly: Literal["rded", "prefix"] = "rded"
     labels: Literal["hard", "teacher"] = "hard"
     teacher: str = ""
-    teacher_epochs: int = 0
+    teacher_epochs: CountOrAuto = 0
     reuse_pool: bool = True
     train: PriorTrainConfig = field(default_factory=PriorTrainConfig)
     observer: ObserverConfig = field(default_factory=ObserverConfig)
     kd: KDConfig = field(default_factory=KDConfig)
 
     def __post_init__(self) -> None:
-        for key in ("n_noise", "pool_per_class", "batch_size", "per_image"):
-            _positive(key, getattr(self, key))
-        for key in ("resolution", "factor", "window", "stride", "teacher_epochs"):
-            _positive(key, getattr(self, key), 0)
         if not self.timesteps:
             raise ConfigError(f"config key '{KEY}.timesteps' must list at least one timestep")
-        if any(t < 0 for t in self.timesteps):
-            raise ConfigError(f"config key '{KEY}.timesteps' must be >= 0, got {self.timesteps}")
-        if not 0 < self.max_iou <= 1:
-            raise ConfigError(f"config key '{KEY}.max_iou' must be in (0, 1], got {self.max_iou}")
         if "{name}" not in self.prompt:
             raise ConfigError(f"config key '{KEY}.prompt' must contain {{name}}, got {self.prompt!r}")
         if self.teacher and self.teacher not in ("trained", "run") and not self.teacher.startswith("torchvision:"):

@@ -29,8 +29,17 @@ def kd_recipe(config: DiffselConfig, dataset) -> KDRecipe:
 
 
 def student_spec(ctx, config: DiffselConfig) -> ModelSpec:
-    spec = ctx.model_spec or ModelSpec()
-    return ModelSpec(name=config.kd.model, width=spec.width, depth=spec.depth, norm=spec.norm) if config.kd.model else spec
+    if ctx.model_spec is not None:
+        spec = ctx.model_spec
+    else:  # ddcore's one rule for the run's [eval] network on this data
+        from ddcore.presets import resolve_eval
+
+        spec = resolve_eval(ctx.config.eval, ctx.dataset).model
+    if not config.kd.model:
+        return spec
+    from ddcore.presets import resolve_model
+
+    return resolve_model(ctx.dataset, config.kd.model, spec.width, spec.depth, spec.norm)
 
 
 def kd_evaluate(ctx, distilled, config: DiffselConfig) -> dict | None:

@@ -72,11 +72,19 @@ class ClassSubset(nn.Module):
 
 def load_teacher(ctx, dataset, spec: str, epochs: int = 0) -> nn.Module:
     """The classifier named by ``plugin.diffsel.teacher`` (``""`` and ``trained``: ddcore's cached teacher,
-    trained for ``epochs``, 0 meaning ddcore's default).
+    trained for ``epochs``, 0 meaning ddcore's default; ``run``: the run's classifier, expert 0's final
+    snapshot with its batch-norm statistics restored by :mod:`ddcore.snapshot`).
 
-    Returned in eval mode on ``ctx.device``; its logits cover the dataset's classes.
+    Returned in eval mode on ``ctx.device``; it takes the dataset's normalised images and its logits
+    cover the dataset's classes. A ``torchvision:ARCH:PATH`` teacher (and observer) reads its weights
+    through :func:`ddcore.weights.load_torchvision` and sees the images through
+    :class:`ddcore.adapt.InputAdapter` (grey repeated to RGB, the architecture's size limits,
+    ImageNet's normalisation), so everything that calls it (observer scores, penultimate features,
+    teacher labels, the KD evaluator) passes dataset images as they are.
     """
     from ddcore import teacher as teachers
+    from ddcore.adapt import adapted_torchvision
+    from ddcore.weights import load_torchvision
 
     if spec in ("", "trained"):
         return teachers.trained_teacher(ctx, dataset, epochs=epochs or None)
@@ -85,8 +93,9 @@ def load_teacher(ctx, dataset, spec: str, epochs: int = 0) -> nn.Module:
     _, arch, path = (spec.split(":", 2) + ["", ""])[:3]
     if not arch or not path:
         raise PluginError(f"plugin.diffsel.teacher {spec!r}: expected torchvision:ARCH:PATH")
-    model = teachers.torchvision_classifier(arch, path)
+    model = load_torchvision(arch, path, option="config key 'plugin.diffsel.teacher'")
     outputs = last_linear(model).out_features
+    model = adapted_torchvision(model, arch, dataset.mean, dataset.std)
     if outputs != dataset.num_classes:
         index = dataset.extra.get("imagenet_index")
         if outputs == 1000 and index:

@@ -6,7 +6,9 @@ of class ``c`` draws its noise (or crops) from ``derive_generator("diffsel", "st
 the result does not depend on the number of processes.
 
 The scored pool is saved under ``<cache_dir>/diffsel/pools/<key>.pt`` (``key``: everything that
-shapes Stage I, but not the IPC), so a run at another IPC reuses it (consistency).
+shapes Stage I, but not the IPC), so a run at another IPC reuses it (consistency). What shapes it
+includes the dataset's identity with its content fingerprint (:mod:`ddcore.datasig`): a pool of images
+since rewritten, swapped or replaced is never reused, as its ``index`` would point at other pictures.
 """
 
 from __future__ import annotations

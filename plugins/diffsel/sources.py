@@ -14,26 +14,16 @@ from typing import Sequence
 from ddcore import PluginError
 from ddcore_diffsel.pixel_prior import META_FILE, load_prior
 from ddcore_diffsel.priors import DiffusionPrior
+from ddcore_diffsel.prompts import class_prompts, imagenet_wnids
 from ddcore_diffsel.sd_prior import hub_snapshot, is_sd_folder, load_latent_prior
 
 
-def class_prompt_names(dataset) -> list[str]:
-    """Names to put in prompts: ImageNet names when the dataset maps its classes to ImageNet-1K
-    (``extra["imagenet_index"]``), else the class names, with ``_`` read as a space."""
-    index = dataset.extra.get("imagenet_index")
-    if index:
-        from ddcore_data import imagenet_class_index
-
-        table = imagenet_class_index()
-        return [table[int(i)][1].replace("_", " ") for i in index]
-    return [str(name).replace("_", " ") for name in dataset.class_names]
-
-
-def open_source(source: str, device) -> DiffusionPrior:
-    """Load the prior a ``local-dir:`` or ``hf-hub:`` source names (no network)."""
+def open_source(source: str, device, variant: str = "") -> DiffusionPrior:
+    """Load the prior a ``local-dir:`` or ``hf-hub:`` source names (no network); ``variant`` picks the
+    weight files of a Stable Diffusion folder (``plugin.diffsel.sd_variant``, e.g. ``"fp16"``)."""
     kind, _, rest = source.partition(":")
     if kind == "hf-hub":
-        return load_latent_prior(hub_snapshot(rest), source, device)
+        return load_latent_prior(hub_snapshot(rest), source, device, variant)
     if kind != "local-dir":
         raise PluginError(f"plugin.diffsel.prior {source!r}: expected auto, local-dir:PATH or hf-hub:ORG/NAME")
     folder = Path(rest).expanduser()
@@ -44,7 +34,7 @@ def open_source(source: str, device) -> DiffusionPrior:
     if (folder / META_FILE).is_file():
         return load_prior(folder, device)
     if is_sd_folder(folder):
-        return load_latent_prior(folder, source, device)
+        return load_latent_prior(folder, source, device, variant)
     raise PluginError(
         f"{folder} is not a diffusion model: no {META_FILE} (ddcore pixel prior) and no model_index.json or "
         "unet/ + vae/ (diffusers pipeline) (config key plugin.diffsel.prior)"
@@ -57,7 +47,7 @@ def prepare_prior(prior: DiffusionPrior, dataset, resolution: int, prompt: str) 
     used = resolution or prior.native_resolution(side)
     prior.check(list(dataset.class_names), tuple(dataset.image_shape), used)
     if hasattr(prior, "set_prompts"):
-        prior.set_prompts(class_prompt_names(dataset), prompt)
+        prior.set_prompts(class_prompts(dataset, prompt))
     return used
 
 
@@ -75,8 +65,14 @@ def resolve_prior(ctx, dataset, config) -> tuple[DiffusionPrior, int]:
         folder = ensure_pixel_prior(ctx, dataset, config.train)
         prior = load_prior(folder, ctx.device)
     else:
-        prior = open_source(config.prior, ctx.device)
+        prior = open_source(config.prior, ctx.device, config.sd_variant)
     used = prepare_prior(prior, dataset, config.resolution, config.prompt)
+    prompts = getattr(prior, "prompts", None)
+    if prompts:  # what each class was called, in label order (class names may repeat across ImageNet synsets)
+        wnids = imagenet_wnids(dataset) or [None] * len(prompts)
+        ctx.record("diffsel/prompts", {"template": config.prompt, "classes": [
+            {"label": k, "class": str(name), "wnid": wnid, "prompt": text}
+            for k, (name, wnid, text) in enumerate(zip(dataset.class_names, wnids, prompts))]})  # fmt: skip
     return prior, used
 
 

@@ -1,7 +1,8 @@
 """Train ddcore's class-conditional pixel prior on a run's dataset: cached, resumable, Accelerate-aware.
 
 Cache folder: ``<cache_dir>/diffsel/priors/<key>/`` (see :mod:`ddcore_diffsel.pixel_prior` for the
-files). ``key`` hashes the dataset identity, the architecture and the training recipe and seed, but
+files). ``key`` hashes the dataset identity (with the content fingerprint of :mod:`ddcore.datasig`, so a
+prior of images since rewritten is not reused), the architecture and the training recipe and seed, but
 not the number of steps: asking for more steps resumes the cached prior from its last checkpoint,
 and a cached prior that already has at least the steps asked for is used as it is.
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from ddcore.context import RunContext, derive_seed
 from ddcore.data.base import ImageDataset
+from ddcore.datasig import data_signature
 from ddcore.errors import PluginError
 from ddcore.tm.experts import dataset_identity
 from ddcore.training import fork_devices
@@ -89,7 +91,8 @@ def ensure_pixel_prior(ctx: RunContext, dataset: ImageDataset, config: PriorTrai
     if meta is None:
         raise PluginError(f"the pixel prior in {folder} was not written (main process failed?)")
     ctx.record("diffsel/prior", {"folder": str(folder), "key": key, "steps": meta["steps"], "trained_now": trained_now,
-                                  "size": size, "channels": channels, "image_side": side})  # fmt: skip
+                                  "size": size, "channels": channels, "image_side": side,
+                                  "fingerprint": data_signature(dataset)["fingerprint"]})  # fmt: skip
     return folder
 
 
@@ -134,13 +137,15 @@ def train_pixel_prior(ctx: RunContext, dataset: ImageDataset, config: PriorTrain
     n = len(dataset.train)
     p, world = ctx.process_index, ctx.num_processes
     alphas = scheduler.alphas_cumprod.to(device)
+    signature = data_signature(dataset)  # recorded in the prior's meta: what it was trained on
 
     def checkpoint(at: int) -> None:
         if accelerator.is_main_process:
             training_state = {"step": at, "optimizer": optimizer.state_dict(), "batches": batches.get_state(),
                               "noise": draws.get_state()}  # fmt: skip
             save_prior(folder, accelerator.unwrap_model(model), scheduler, dataset.class_names,
-                       {"key": key, "steps": at, "train": asdict(config), "seed": seed, "dataset": dataset.name},
+                       {"key": key, "steps": at, "train": asdict(config), "seed": seed, "dataset": dataset.name,
+                        "data": signature},
                        training_state)  # fmt: skip
 
     model.train()

@@ -117,7 +117,9 @@ def best_windows(scores: torch.Tensor, boxes: torch.Tensor, k: int, max_iou: flo
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Cut box ``i`` out of image ``i`` and resample it to ``size x size`` (bilinear, area-averaged).
 
-    A box whose side equals ``size`` comes out pixel for pixel.
+    A box whose side equals ``size`` comes out pixel for pixel. Each output bin averages
+    ``ceil(longer box side / size)`` squared bilinear samples, counted per box, so a patch does not
+    depend on the other boxes cut with it (the batch size).
 
     Shape: ``images [B, C, H, W]``, ``boxes [B, 4]`` -> ``[B, C, size, size]``.
 
@@ -134,5 +136,10 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.T
     top, left, height, width = boxes.float().unbind(1)
     rois = torch.stack([torch.arange(len(boxes), device=images.device, dtype=images.dtype), left, top,
                         left + width, top + height], dim=1).to(images.dtype)  # fmt: skip
-    sampling = max(1, int(torch.ceil(boxes[:, 2:].max().float() / size).item()))
-    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=sampling, aligned=True)
+    sampling = torch.ceil(boxes[:, 2:].amax(1).float() / size).clamp(min=1).long()  # [B], per box
+    out = images.new_empty(len(boxes), images.shape[1], size, size)
+    for ratio in sampling.unique().tolist():  # roi_align takes one ratio per call: one call per distinct ratio
+        rows = torch.nonzero(sampling == ratio).flatten()
+        out[rows] = roi_align(images, rois[rows], output_size=(size, size), spatial_scale=1.0, sampling_ratio=ratio,
+                              aligned=True)  # fmt: skip
+    return out

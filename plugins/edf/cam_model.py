@@ -3,7 +3,9 @@
 - ``cam_model = "run"``: the run's own trained classifier (:func:`ddcore.teacher.run_classifier`:
   expert 0's final snapshot under trajectory matching, else a cached teacher).
 - ``cam_model = "torchvision:<arch>"``: a torchvision architecture with weights from a local file
-  (:func:`ddcore.teacher.torchvision_classifier`), e.g. the authors' ImageNet ResNet-18 at ``layer4``.
+  (:func:`ddcore.weights.load_torchvision`), e.g. the authors' ImageNet ResNet-18 at ``layer4``. It
+  sees the dataset's images through :class:`ddcore.adapt.InputAdapter` (grey repeated to RGB, its size
+  limits, ImageNet's normalisation), see :func:`cam_input`.
 
 Targets are the true classes of the synthetic images. When the CAM model has more classes than the
 dataset (an ImageNet-1K model for a 10-class subset), each dataset class is mapped to the model's
@@ -14,16 +16,16 @@ The authors' release passed the subset's local indices 0..9 to a 1000-class mode
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from ddcore import PluginError
-
-#: ImageNet statistics, expected by torchvision's pretrained classifiers.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ddcore.adapt import ModelInput, torchvision_input
+from ddcore.weights import load_torchvision
+from ddcore_edf.config import EDFConfig
 
 
 def class_map(model_classes: int, dataset_classes: int, explicit: Sequence[int] = (), imagenet_index: Sequence[int] | None = None) -> torch.Tensor:
@@ -59,35 +61,35 @@ def class_map(model_classes: int, dataset_classes: int, explicit: Sequence[int] 
     return torch.tensor(chosen, dtype=torch.long)
 
 
-def renormalize(images: torch.Tensor, source: tuple[Sequence[float], Sequence[float]],
-                target: tuple[Sequence[float], Sequence[float]]) -> torch.Tensor:  # fmt: skip
-    """Images normalised with ``source = (mean, std)`` re-expressed with ``target = (mean, std)``.
+def cam_input(config: EDFConfig, dataset) -> ModelInput | None:
+    """What the CAM model expects, or ``None`` when it takes the dataset's images as they are (``run``).
 
-    Grey images (one channel) meeting three-channel ``target`` statistics come out as three identical
-    channels (before normalisation), which is how a grey image is shown to an RGB ImageNet classifier.
-
-    Shape: ``[N, C, H, W]`` -> ``[N, max(C, len(target mean)), H, W]``.
-
-    >>> renormalize(torch.zeros(1, 1, 1, 1), ((0.5,), (0.25,)), ((0.25,), (0.5,)))
-    tensor([[[[0.5000]]]])
+    ``torchvision:<arch>``: :func:`ddcore.adapt.torchvision_input` (3 channels, its size limits); its
+    normalisation is ImageNet's (``cam_input_norm`` ``auto`` or ``imagenet``) or the dataset's own
+    (``dataset``, repeated over three channels for grey images).
     """
-    def column(values: Sequence[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-
-    raw = images * column(source[1]) + column(source[0])  # [N, C, H, W] in the data's own units
-    return (raw - column(target[0])) / column(target[1])  # a grey C = 1 broadcasts to the target's channels
+    if config.cam_model == "run":
+        return None
+    target = torchvision_input(config.cam_model.partition(":")[2])
+    if config.cam_input_norm == "dataset":
+        repeat = target.channels // len(dataset.mean) if len(dataset.mean) == 1 else 1
+        target = dataclasses.replace(target, mean=tuple(dataset.mean) * repeat, std=tuple(dataset.std) * repeat)
+    return target
 
 
 def load_cam_model(ctx, cam_model: str, cam_weights: str) -> nn.Module:
-    """The CAM classifier on ``ctx.device``, in eval mode, with frozen parameters."""
+    """The CAM classifier on ``ctx.device``, in eval mode, with frozen parameters (not adapted yet).
+
+    ``run``: :func:`ddcore.teacher.run_classifier` (expert 0's final snapshot with its batch-norm
+    statistics recomputed, :mod:`ddcore.snapshot`); ``torchvision:<arch>``:
+    :func:`ddcore.weights.load_torchvision` of ``cam_weights`` (checked at config time already).
+    """
     if cam_model == "run":
         from ddcore.teacher import run_classifier
 
         model = run_classifier(ctx)
     else:
-        from ddcore.teacher import torchvision_classifier
-
-        model = torchvision_classifier(cam_model.partition(":")[2], cam_weights)
+        model = load_torchvision(cam_model.partition(":")[2], cam_weights, option="plugin.edf.cam_weights")
     return model.to(ctx.device).eval().requires_grad_(False)
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from ddcore import ConfigError
 from ddcore.cam import CamMethod
+from ddcore.config import Range
 
 PREFIX = "plugin.edf"
 
@@ -56,11 +57,14 @@ class EDFConfig:
             conv block for ConvNets).
         cam_model: ``run`` (the run's own classifier: expert 0's final snapshot, else a cached teacher)
             or ``torchvision:<arch>`` with ``cam_weights``.
-        cam_weights: a local weights file for a ``torchvision:<arch>`` CAM model.
-        cam_input_norm: how images reach the CAM model: ``auto`` (as they are for ``run``, re-normalised
-            to ImageNet statistics for torchvision models), ``dataset`` or ``imagenet``.
+        cam_weights: a local weights file for a ``torchvision:<arch>`` CAM model, opened and matched to
+            the architecture when the options are checked (``module.`` key prefixes accepted).
+        cam_input_norm: how images reach a torchvision CAM model (through :class:`ddcore.adapt.InputAdapter`:
+            grey repeated to RGB, the model's size limits): ``auto`` or ``imagenet`` (re-normalised to
+            ImageNet statistics), ``dataset`` (the dataset's own). ``run`` models take the images as they are.
         cam_samples: Smooth Grad-CAM++: noisy copies per image.
-        cam_noise: Smooth Grad-CAM++: the noise's standard deviation (normalised units).
+        cam_noise: Smooth Grad-CAM++: the noise's standard deviation, in the dataset's normalised units
+            (each image's noise comes from its own seed: ``(run seed, "edf", "cam", refresh iteration, image)``).
         cam_batch_size: images per CAM forward pass (``0``: as many as cost no more memory than one
             matching step of the run, projected; all at once when that fits).
         class_index: the CAM model's class for each dataset class (``[]``: the same index when the
@@ -68,10 +72,10 @@ class EDFConfig:
     """
 
     preset: str = "auto"
-    beta: float | None = None
-    act_threshold: float = 0.0
-    interval: int | None = None
-    alpha: float | None = None
+    beta: Annotated[float, Range(ge=0)] | None = None
+    act_threshold: Annotated[float, Range(ge=0, le=1, note="0: each image's mean")] = 0.0
+    interval: Annotated[int, Range(ge=1)] | None = None
+    alpha: Annotated[float, Range(ge=0, lt=1, note="alpha = 1 would drop every element")] | None = None
     dae: bool = True
     cpd: bool = True
     cam_method: CamMethod = "smooth_gradcampp"
@@ -79,10 +83,10 @@ class EDFConfig:
     cam_model: str = "run"
     cam_weights: str = ""
     cam_input_norm: Literal["auto", "dataset", "imagenet"] = "auto"
-    cam_samples: int = 4
-    cam_noise: float = 0.3
-    cam_batch_size: int = 0
-    class_index: list[int] = field(default_factory=list)
+    cam_samples: Annotated[int, Range(ge=1)] = 4
+    cam_noise: Annotated[float, Range(ge=0)] = 0.3
+    cam_batch_size: Annotated[int, Range(ge=0, note="0: all at once")] = 0
+    class_index: list[Annotated[int, Range(ge=0)]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.preset not in ("auto", "none", *EDF_PRESETS):
@@ -90,30 +94,10 @@ class EDFConfig:
             raise ConfigError(f"config key '{PREFIX}.preset': unknown preset {self.preset!r}; choose one of {known}")
         if self.preset not in ("auto", "none"):
             self._fill(self.preset)
-        if self.beta is not None and self.beta < 0:
-            raise ConfigError(f"config key '{PREFIX}.beta' must be >= 0, got {self.beta}")
-        if not 0.0 <= self.act_threshold <= 1.0:
-            raise ConfigError(
-                f"config key '{PREFIX}.act_threshold' must lie in [0, 1] (0: each image's mean), got {self.act_threshold}"
-            )
-        if self.interval is not None and self.interval < 1:
-            raise ConfigError(f"config key '{PREFIX}.interval' must be at least 1, got {self.interval}")
-        if self.alpha is not None and not 0.0 <= self.alpha < 1.0:
-            raise ConfigError(
-                f"config key '{PREFIX}.alpha' must lie in [0, 1), got {self.alpha} (alpha = 1 would drop every element)"
-            )
         if self.preset == "none":
             missing = [key for key in ("beta", "interval", "alpha") if getattr(self, key) is None]
             if missing:
                 raise ConfigError(f"config key '{PREFIX}.preset' is 'none', so set {', '.join(f'{PREFIX}.{k}' for k in missing)}")
-        if self.cam_samples < 1:
-            raise ConfigError(f"config key '{PREFIX}.cam_samples' must be at least 1, got {self.cam_samples}")
-        if self.cam_noise < 0:
-            raise ConfigError(f"config key '{PREFIX}.cam_noise' must be >= 0, got {self.cam_noise}")
-        if self.cam_batch_size < 0:
-            raise ConfigError(f"config key '{PREFIX}.cam_batch_size' must be >= 0 (0: all at once), got {self.cam_batch_size}")
-        if any(index < 0 for index in self.class_index):
-            raise ConfigError(f"config key '{PREFIX}.class_index' holds a negative class index")
         self._check_cam_model()
 
     def _check_cam_model(self) -> None:
@@ -121,6 +105,11 @@ class EDFConfig:
             if self.cam_weights:
                 raise ConfigError(
                     f"config key '{PREFIX}.cam_weights' is only for cam_model = 'torchvision:<arch>' (cam_model is 'run')"
+                )
+            if self.cam_input_norm == "imagenet":
+                raise ConfigError(
+                    f"config key '{PREFIX}.cam_input_norm' = 'imagenet' is only for cam_model = 'torchvision:<arch>': "
+                    "the run's classifier takes the dataset's own normalisation"
                 )
             return
         kind, _, arch = self.cam_model.partition(":")
@@ -137,6 +126,11 @@ class EDFConfig:
             raise ConfigError(f"config key '{PREFIX}.cam_weights' must name a local weights file for {self.cam_model}")
         if not Path(self.cam_weights).expanduser().is_file():
             raise ConfigError(f"config key '{PREFIX}.cam_weights': {self.cam_weights} is not a file")
+        # Opened and matched to the architecture now, before any work (experts, selection): a file that does
+        # not fit is one line listing a few missing / unexpected keys. ``module.`` prefixes are accepted.
+        from ddcore.weights import load_torchvision
+
+        load_torchvision(arch, self.cam_weights, option=f"config key '{PREFIX}.cam_weights'")
 
     def _fill(self, preset: str) -> None:
         for key, value in EDF_PRESETS[preset].items():

@@ -8,7 +8,12 @@ State (:meth:`CamMaps.state_dict`, read back with ``torch.load(path, weights_onl
     maps       [N, H, W] float32 in [0, 1], or None
     targets    [N] int64, each synthetic image's dataset class, or None
     refreshes  how many times the maps were computed
-    active     share of pixels at or above the threshold, one per refresh
+    active     share of pixels emphasised (at or above the threshold, > 0), one per refresh
+    empty      all-zero maps (no positive evidence: weight 1 everywhere), one count per refresh
+
+Smooth Grad-CAM++'s noise of synthetic image ``i`` at the refresh of iteration ``t`` comes from its own
+seed ``ctx.derive_seed("edf", "cam", t, i)``: the maps depend neither on ``cam_batch_size`` nor on the
+chunk the memory bound picks (:func:`ddcore.cam.grad_cam`, tested bit for bit).
 """
 
 from __future__ import annotations
@@ -20,25 +25,27 @@ import torch
 from torch import nn
 
 from ddcore import RunContext
+from ddcore.adapt import adapted
 from ddcore.cam import cam_chunk_size, default_layer_name, grad_cam, resolve_layer
-from ddcore_edf.cam_model import IMAGENET_MEAN, IMAGENET_STD, class_map, load_cam_model, probe_classes, renormalize
+from ddcore_edf.cam_model import cam_input, class_map, load_cam_model, probe_classes
 from ddcore_edf.config import EDFConfig
-from ddcore_edf.dae import last_refresh, thresholds
+from ddcore_edf.dae import emphasised, empty_maps, last_refresh
+
 
 @dataclass
 class CamMaps:
     """The CAM model, its layer and the maps in use (one per run, kept in ``ctx.stash["edf"]``)."""
 
-    model: nn.Module
+    model: nn.Module  # takes the dataset's images (a foreign model wrapped with ddcore.adapt's adapter)
     layer: nn.Module
     layer_name: str
     classes: torch.Tensor  # [num_classes] the CAM model's index of each dataset class
-    norms: tuple | None  # (source, target) statistics for renormalize, or None
     targets: torch.Tensor | None = None  # [N] dataset class of each synthetic image, fixed at first use
     maps: torch.Tensor | None = None  # [N, H, W]
     step: int = -1
     refreshes: int = 0
-    active: list[float] = field(default_factory=list)  # share of pixels at or above the threshold, per refresh
+    active: list[float] = field(default_factory=list)  # share of pixels emphasised, per refresh
+    empty: list[int] = field(default_factory=list)  # all-zero maps, per refresh
     chunk: int | None = None  # images per CAM pass when cam_batch_size = 0 (bounded by memory), fixed at first use
 
     @classmethod
@@ -47,18 +54,15 @@ class CamMaps:
         dataset = ctx.dataset
         model = load_cam_model(ctx, config.cam_model, config.cam_weights)
         layer_name = config.cam_layer or default_layer_name(model)
-        layer = resolve_layer(model, layer_name, option="plugin.edf.cam_layer")
-        norm = config.cam_input_norm
-        if norm == "auto":
-            norm = "dataset" if config.cam_model == "run" else "imagenet"
-        norms = ((dataset.mean, dataset.std), (IMAGENET_MEAN, IMAGENET_STD)) if norm == "imagenet" else None
+        layer = resolve_layer(model, layer_name, option="plugin.edf.cam_layer")  # the same module inside the wrapper
+        target = cam_input(config, dataset)
+        if target is not None:
+            model = adapted(model, dataset.mean, dataset.std, target).to(ctx.device)
         example = dataset.train[0][0].unsqueeze(0).to(ctx.device)
-        if norms is not None:
-            example = renormalize(example, *norms)
         classes = class_map(
             probe_classes(model, example), dataset.num_classes, config.class_index, dataset.extra.get("imagenet_index")
         )
-        return cls(model, layer, layer_name, classes.to(ctx.device), norms)
+        return cls(model, layer, layer_name, classes.to(ctx.device))
 
     def targets_for(self, labels: torch.Tensor) -> torch.Tensor:
         """Each synthetic image's dataset class: hard labels as they are, soft ones by argmax, fixed at first use."""
@@ -69,11 +73,10 @@ class CamMaps:
     def compute(self, ctx: RunContext, config: EDFConfig, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
         """Fresh maps ``[N, H, W]`` of ``images [N, C, H, W]`` for their classes, mapped to the CAM model's labels."""
         targets = self.classes[self.targets_for(labels).to(self.classes.device)]
-        inputs = renormalize(images, *self.norms) if self.norms is not None else images
+        seeds = [ctx.derive_seed("edf", "cam", step, index) for index in range(images.shape[0])]
         return grad_cam(
-            self.model, self.layer, inputs, targets,
-            method=config.cam_method, samples=config.cam_samples, noise=config.cam_noise,
-            generator=ctx.derive_generator("edf", "cam", step),
+            self.model, self.layer, images, targets,
+            method=config.cam_method, samples=config.cam_samples, noise=config.cam_noise, seeds=seeds,
             batch_size=config.cam_batch_size or self.chunk_size(ctx, config, images),
         )  # fmt: skip
 
@@ -107,7 +110,8 @@ class CamMaps:
         self.maps = self.compute(ctx, config, images, labels, due)
         self.step = due
         self.refreshes += 1
-        self.active.append(float((self.maps >= thresholds(self.maps, config.act_threshold)).float().mean()))
+        self.active.append(float(emphasised(self.maps, config.act_threshold).float().mean()))
+        self.empty.append(empty_maps(self.maps))
         return self.maps
 
     # -- resume --------------------------------------------------------------------------------
@@ -120,6 +124,7 @@ class CamMaps:
             "targets": None if self.targets is None else self.targets.detach().cpu(),
             "refreshes": self.refreshes,
             "active": list(self.active),
+            "empty": list(self.empty),
         }
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
@@ -129,3 +134,4 @@ class CamMaps:
         self.targets = None if state["targets"] is None else state["targets"].to(device)
         self.refreshes = int(state["refreshes"])
         self.active = [float(a) for a in state["active"]]
+        self.empty = [int(e) for e in state.get("empty", [])]  # absent in checkpoints written before it was kept

@@ -2,7 +2,7 @@
 
 - ``dd_pixel_weights``: DAE, the Grad-CAM soft mask on the synthetic images' gradient (:mod:`.dae`).
 - ``dd_supervision_weights``: CPD, dropping the lowest per-element matching losses (:mod:`.cpd`).
-- ``dd_evaluate``: EDF's own figures (CAM refreshes, share of pixels emphasised).
+- ``dd_evaluate``: EDF's own figures (CAM refreshes, share of pixels emphasised, all-zero maps).
 
 - ``dd_state_dict`` / ``dd_load_state_dict``: the maps in use and the refresh counters, saved inside the
   distiller's checkpoints so that ``--resume`` continues exactly.
@@ -91,12 +91,14 @@ def dd_load_state_dict(ctx: RunContext, state: dict) -> None:
 
 @hookimpl
 def dd_evaluate(ctx: RunContext, distilled) -> dict | None:
-    """``cam_refreshes`` and ``active_fraction`` (mean share of pixels at or above the DAE threshold)."""
+    """``cam_refreshes``, ``active_fraction`` (mean share of pixels DAE emphasises) and ``empty_maps`` (all-zero
+    maps over all refreshes: no positive evidence, weight 1 everywhere; per refresh in ``records.edf.empty_maps``)."""
     maps: CamMaps | None = ctx.stash.get("edf_maps")
     if maps is None:
         return None  # re-evaluation of a saved run, or DAE switched off
     ctx.records["edf"]["refreshes"] = maps.refreshes
-    metrics: dict = {"cam_refreshes": maps.refreshes}
+    ctx.records["edf"]["empty_maps"] = list(maps.empty)
+    metrics: dict = {"cam_refreshes": maps.refreshes, "empty_maps": sum(maps.empty)}
     if maps.active:
         metrics["active_fraction"] = sum(maps.active) / len(maps.active)
     return metrics

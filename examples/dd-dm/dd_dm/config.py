@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from ddcore import ConfigError
+from ddcore.config import Range
 
 #: ``embed`` values: ``run`` (the run's network, ``ctx.model_spec``) or a ddcore model name
 #: (``ddcore.models.MODEL_NAMES``) built with the run's width, depth and norm.
@@ -40,29 +41,20 @@ class DMConfig:
         eval_runs: networks per periodic evaluation (the ``[eval]`` recipe).
     """
 
-    iterations: int = 200
-    lr_img: float = 1.0
-    momentum: float = 0.5
-    batch_real: int = 64
+    # Ranges are declared on the fields (ddcore.config.Range) and checked by ddcore before any work.
+    iterations: Annotated[int, Range(ge=1)] = 200
+    lr_img: Annotated[float, Range(gt=0)] = 1.0
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.5
+    batch_real: Annotated[int, Range(ge=1)] = 64
     embed: EmbedName = "run"
-    embed_width: int = 0
+    embed_width: Annotated[int, Range(ge=0, note="0: the run's")] = 0
     dsa: bool = True
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    checkpoint_every: int = 50
-    eval_every: int = 0
-    eval_runs: int = 1
+    checkpoint_every: Annotated[int, Range(ge=0, note="0: never")] = 50
+    eval_every: Annotated[int, Range(ge=0, note="0: off")] = 0
+    eval_runs: Annotated[int, Range(ge=1)] = 1
 
     def __post_init__(self) -> None:
-        for key in ("iterations", "batch_real", "eval_runs"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key 'dm.{key}' must be at least 1, got {getattr(self, key)}")
-        for key in ("checkpoint_every", "eval_every", "embed_width"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"config key 'dm.{key}' must be >= 0 (0 = off / the run's), got {getattr(self, key)}")
-        if not self.lr_img > 0:
-            raise ConfigError(f"config key 'dm.lr_img' must be > 0, got {self.lr_img}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"config key 'dm.momentum' must be in [0, 1), got {self.momentum}")
         from ddcore.augment import parse_strategy
 
         try:

@@ -14,10 +14,20 @@ from ddcore_compdd.commands import compdd_group
 from ddcore_compdd.report import build_report, read_run
 
 
+def fake_protocol(source):
+    """What the evaluator ``source`` records (the digits preset for ``eval``, the miniature's Comp-DD protocol)."""
+    batch, augment = (128, "dsa") if source == "compdd" else (256, "crop")
+    return {"runs": 3, "model": {"name": "convnet", "width": 32, "depth": 3, "norm": "instancenorm"},
+            "recipe": {"epochs": 300, "batch_size": batch, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
+                       "weight_decay": 0.0005, "schedule": "step", "augment": augment},
+            "labels": "auto", "use_learned_lr": True, "baseline": [], "test_batch_size": 500}  # fmt: skip
+
+
 def fake_run(folder, dataset, runs, *, plugins=(), distill="none", ipc=1, name="", status="complete", source="compdd"):
     folder.mkdir(parents=True)
     manifest = {
         "status": status,
+        "records": {"compdd/protocol" if source == "compdd" else source: fake_protocol(source)},
         "config": {"dataset": dataset, "ipc": ipc, "distill": distill, "name": name},
         "plugins": [{"name": "eval", "source": "builtin"}, {"name": "compdd", "source": "entry-point"}]
         + [{"name": p, "source": "entry-point"} for p in plugins],
@@ -39,7 +49,9 @@ def test_report_pairs_easy_and_hard_per_method_with_the_gap(tmp_path):
     result = CliRunner().invoke(compdd_group, ["report", *map(str, runs), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "| random real | 1 | 85.00 ± 5.00 | 50.00 ± 8.16 | +35.00 |" in result.output
-    assert "| edf (TM) | 1 | 70.00 ± 0.00 | 30.00 ± 0.00 | +40.00 |" in result.output
+    # easy by the built-in evaluator, hard by the Comp-DD protocol: two rows, no gap (issue 19, kind 2)
+    assert "| edf (TM) | 1 | 70.00 ± 0.00 | — | — |" in result.output and "| edf (TM) | 1 | — | 30.00 ± 0.00 | — |" in result.output
+    assert "edf (TM), IPC 1: not comparable" in result.output and "evaluator eval vs compdd" in result.output
     assert "### compdd/bird" in result.output and "| random real | 10 | — | 20.00 ± 0.00 | — |" in result.output
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert data["subsets"]["compdd/mini"][0]["gap"] == pytest.approx(35.0)

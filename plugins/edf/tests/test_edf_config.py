@@ -67,8 +67,9 @@ def test_missing_weights_file_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"'plugin.edf.cam_weights': .*missing.pt is not a file"):
         options(cam_model="torchvision:resnet18", cam_weights=str(tmp_path / "missing.pt"))
     weights = tmp_path / "w.pt"
-    torch.save({}, weights)
-    assert options(cam_model="torchvision:resnet18", cam_weights=str(weights)).cam_model == "torchvision:resnet18"
+    torch.save({}, weights)  # a file, but no weights: opened and refused at the check too (test_edf_weights.py)
+    with pytest.raises(ConfigError, match=r"w.pt does not hold a state dict .*'plugin.edf.cam_weights'"):
+        options(cam_model="torchvision:resnet18", cam_weights=str(weights))
 
 
 @pytest.mark.parametrize("module", [ddcore_edf.config, ddcore_edf.dae, ddcore_edf.cpd, ddcore_edf.cam_model])

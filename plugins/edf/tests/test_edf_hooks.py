@@ -41,7 +41,8 @@ def test_maps_are_refreshed_every_interval_and_reused_between(edf_context, synth
     # the share of emphasised pixels, from the weights each refresh produced (not from the plugin's counters)
     emphasised = [float((outputs[step] != 1).float().mean()) for step in (0, 3, 6)]
     assert all(0 < share < 1 for share in emphasised) and len(set(emphasised)) > 1
-    assert plugin.dd_evaluate(ctx, None) == {"cam_refreshes": 3, "active_fraction": pytest.approx(sum(emphasised) / 3)}
+    assert plugin.dd_evaluate(ctx, None) == {"cam_refreshes": 3, "active_fraction": pytest.approx(sum(emphasised) / 3),
+                                             "empty_maps": 0}
 
 
 def test_smooth_gradcampp_is_seeded_by_the_run(edf_context, synthetic):
@@ -90,7 +91,7 @@ def test_resumed_run_reuses_the_saved_maps_and_counters(edf_context, synthetic, 
     monkeypatch.setattr(ddcore_edf.maps.CamMaps, "compute", lambda *a: pytest.fail("recomputed instead of reloaded"))
     assert torch.equal(plugin.dd_pixel_weights(resumed, images + 1.0, labels, 2), at_zero)
     metrics = plugin.dd_evaluate(resumed, None)
-    assert metrics == {"cam_refreshes": 1, "active_fraction": state["active"][0]}
+    assert metrics == {"cam_refreshes": 1, "active_fraction": state["active"][0], "empty_maps": 0}
 
 
 def test_edf_without_a_distiller_that_calls_it_is_refused_before_any_work(dd_context):
@@ -112,7 +113,6 @@ def squeezenet_weights(tmp_path):
 def test_cam_model_problems_are_one_line_errors(dd_context, tmp_path):
     weights = squeezenet_weights(tmp_path)
     for options, message in [
-        ({"cam_input_norm": "dataset"}, r"the CAM model cannot take the dataset's images \[1, 32, 32\]: .*plugin.edf.cam_model"),
         ({}, r"the CAM model has 1000 classes and the dataset 10: set plugin.edf.class_index"),
         ({"class_index": [1, 2]}, r"plugin.edf.class_index has 2 entries for 10 dataset classes"),
         ({"cam_layer": "layer4"}, r"SqueezeNet has no layer 'layer4' \(plugin.edf.cam_layer\); available: features, features.0"),
@@ -137,10 +137,12 @@ def test_a_1000_class_model_gets_the_imagenet_classes_of_the_subset(dd_context, 
                                extra={"imagenet_index": [0, 217, 482]})  # fmt: skip
     seen = []
     real = ddcore_edf.maps.grad_cam
-    monkeypatch.setattr(ddcore_edf.maps, "grad_cam", lambda m, l, x, t, **k: seen.append((x, t)) or real(m, l, x, t, **k))
+    monkeypatch.setattr(ddcore_edf.maps, "grad_cam", lambda m, l, x, t, **k: seen.append((m, x, t)) or real(m, l, x, t, **k))
     weights_out = plugin.dd_pixel_weights(ctx, images, torch.tensor([2, 0, 1]), 0)
     assert weights_out.shape == (3, 1, 64, 64)
-    inputs, targets = seen[0]
+    model, images_in, targets = seen[0]
+    assert torch.equal(images_in, images)  # the dataset's images; the model adapts them (ddcore.adapt)
+    inputs = model.adapter(images_in)
     assert targets.tolist() == [482, 0, 217]  # the true classes in ImageNet's label space, not 2, 0, 1
     mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     torch.testing.assert_close(inputs, (images * 0.25 + 0.5 - mean) / std)  # re-normalised for an ImageNet model
