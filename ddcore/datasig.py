@@ -17,9 +17,10 @@ when the run carved one, ``test``) with the cheapest method that still sees a ch
   the labels and, for every file, its path relative to the split's common folder, size, modification
   time, change time and inode (``os.stat`` only, no pixel is read). Rewriting, replacing, moving or
   swapping files under the same names changes it (the change time moves even when a tool restores
-  the modification time); so does copying the tree elsewhere (new inodes: the caches miss once,
-  which is safe). A file system with coarse timestamps (FAT: 2 s) can miss a same-size rewrite made
-  within one tick of the previous fingerprint.
+  the modification time); so does copying the tree elsewhere, ``chmod``, ``touch``, or a file system
+  that renumbers inodes on every mount (the caches then miss and retrain: slower, never wrong). A file
+  system with coarse timestamps (FAT: 2 s) can miss a same-size rewrite made within one tick of the
+  previous fingerprint.
 * **fallback** (a plugin split that is none of these): sha256 of every label plus the decoded pixels
   of up to :data:`SAMPLE_IMAGES` images at evenly spaced positions. Weaker: a change to an image that
   is not sampled goes unseen; declare ``ImageDataset.fingerprint``, expose ``paths`` or define
@@ -68,13 +69,14 @@ def dataset_fingerprint(dataset: Any) -> str:
     when the dataset declares them. Cheap: tensors are hashed, files only ``os.stat``-ed, and the
     splits' part is memoised on the dataset object (recomputed when a split object is replaced).
     """
+    extra = getattr(dataset, "extra", None) or {}
     header = json.dumps(
         {
             "image_shape": [int(v) for v in dataset.image_shape],
             "mean": [float(v) for v in dataset.mean],
             "std": [float(v) for v in dataset.std],
-            "version": _jsonable(dataset.extra.get("version")),
-            "decode_version": _jsonable(dataset.extra.get("decode_version")),
+            "version": _jsonable(extra.get("version")),
+            "decode_version": _jsonable(extra.get("decode_version")),
         },
         sort_keys=True,
     )

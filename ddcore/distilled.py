@@ -151,10 +151,9 @@ class DistilledSet:
         else:
             labels = index[self.labels]
         remap = {"from": [str(c) for c in self.class_names], "to": [str(c) for c in class_names], "perm": perm}
-        data = None if self.data is None else {**self.data, "class_names": [str(c) for c in class_names]}
-        return DistilledSet(
+        return DistilledSet(  # ``data`` still describes the data the set was made from
             images=self.images, labels=labels, class_names=list(class_names), mean=self.mean, std=self.std,
-            lr=self.lr, meta={**self.meta, "class_remap": remap}, data=data,
+            lr=self.lr, meta={**self.meta, "class_remap": remap}, data=self.data,
         )  # fmt: skip
 
     @classmethod

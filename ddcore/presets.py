@@ -4,6 +4,10 @@ The literature's evaluator is a ConvNet of width 128 trained for 300-1000 epochs
 that costs minutes per network even for 100 images, so the embedded ``digits`` data uses width 32
 (measured ~1000 images/s for a training step on 2 cores, against ~130 for width 128). Every value
 is recorded, resolved, in the run's manifest.
+
+The network follows one rule, :func:`resolve_model` (``eval.depth = 0``: the depth from the image size,
+:func:`convnet_depth`), used by the evaluator, the experts (hence the matcher), the teachers and the
+bundled plugins' protocols; the run records the result as ``records["model"]``.
 """
 
 from __future__ import annotations

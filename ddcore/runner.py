@@ -688,7 +688,7 @@ def evaluate_saved_run(
 
     saved = distilled.signature()  # classes in another order are remapped by name; other differences: one error
     perm = check_signature(saved, dataset, what=f"the distilled set of run {run_dir}",
-                           fix="use data with the run's classes, image size and normalisation: --data-root, --set dataset=/image_size=")  # fmt: skip
+                           fix="use data with the run's classes, image size and normalisation: --data-root, --set dataset=NAME, --set image_size=N")  # fmt: skip
     if perm is not None:
         distilled = distilled.remap(perm, dataset.class_names)
         pipeline.ctx.reporter.info(f"the data lists the run's classes in another order: labels remapped by name ({perm})")

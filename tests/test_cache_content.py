@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -144,8 +145,16 @@ def test_dd_eval_refuses_a_run_whose_class_folder_was_renamed(cli, tmp_path):
     code, out, err = cli("eval", run_dir, "--quiet", "--cpu")
     assert code == 0, err
     [first] = run_dir.glob("eval-*.json")
-    assert json.loads(first.read_text())["records"]["data_check"]["class_remap"] is None
+    check = json.loads(first.read_text())["records"]["data_check"]
+    assert check["class_remap"] is None and check["same_content"] is True
     first.unlink()
+    copy = tmp_path / "moved"
+    shutil.copytree(root, copy)  # `dd eval --data-root` where the data lives now: same classes, evaluated
+    code, out, err = cli("eval", run_dir, "--quiet", "--cpu", "--data-root", copy)
+    assert code == 0, err
+    [moved] = run_dir.glob("eval-*.json")
+    assert json.loads(moved.read_text())["records"]["data_check"]["same_content"] is False  # new files: noted
+    moved.unlink()
     for split in ("train", "val"):  # sorted order bird, cat, dog -> cat, dog, zebra
         os.rename(root / split / "bird", root / split / "zebra")
     code, out, err = cli("eval", run_dir, "--quiet", "--cpu")
@@ -155,6 +164,10 @@ def test_dd_eval_refuses_a_run_whose_class_folder_was_renamed(cli, tmp_path):
     assert "saved classes missing from the data: bird; data classes not in the saved set: zebra" in lines[0]
     assert "--data-root" in lines[0]
     assert not list(run_dir.glob("eval-*.json"))  # nothing written
+    for split in ("train", "val"):
+        os.rename(copy / split / "cat", copy / split / "Cat")
+    code, out, err = cli("eval", run_dir, "--quiet", "--cpu", "--data-root", copy)
+    assert code == 2 and "data classes not in the saved set: Cat" in err and len(err.strip().splitlines()) == 1
 
 
 class OrderedBands:

@@ -36,8 +36,9 @@ class ShiftDistiller(Distiller):
         images, step = initial.images.clone(), 0
         if session.resume_state is not None:
             images, step = session.resume_state["images"].clone(), session.resume_state["step"]
+        fail_at = getattr(self, "interrupt_at", -1) if options.fail_at < 0 else options.fail_at
         while step < options.steps:
-            if step == options.fail_at:
+            if step == fail_at:
                 raise RuntimeError(f"interrupted at step {step}")
             weights = ctx.hooks.pixel_weights(ctx, images, initial.labels, step)
             images = images + options.amount * (1.0 if weights is None else weights)
@@ -48,11 +49,21 @@ class ShiftDistiller(Distiller):
 
 
 class ShiftPlugin:
+    """Registers ``shift``; ``interrupt_at`` stops its runs at that step (as a kill would: not part of the config)."""
+
     name = "shift-plugin"
+
+    def __init__(self, interrupt_at: int = -1) -> None:
+        self.interrupt_at = interrupt_at
 
     @hookimpl
     def dd_register_distillers(self, register):
-        register("shift", ShiftDistiller, config_class=ShiftConfig, calls=("dd_pixel_weights",), description="adds a constant")
+        def factory(ctx, options):
+            distiller = ShiftDistiller(ctx, options)
+            distiller.interrupt_at = self.interrupt_at
+            return distiller
+
+        register("shift", factory, config_class=ShiftConfig, calls=("dd_pixel_weights",), description="adds a constant")
 
 
 class TopRowFrozen:
@@ -173,14 +184,11 @@ def test_plugin_state_travels_inside_the_distillers_checkpoint_and_a_resume_ends
     first = TopRowFrozen()
     crash = r'distiller "shift": plugin "shift-plugin" raised RuntimeError: interrupted at step 2'
     with pytest.raises(PluginCrash, match=crash):  # the error names the plugin the distiller came from
-        run({**BASE, "distill": "shift", "shift": {"fail_at": 2}, "out": str(cut)}, [ShiftPlugin(), first])
+        run({**BASE, "distill": "shift", "out": str(cut)}, [ShiftPlugin(interrupt_at=2), first])
     saved = torch.load(checkpoint_paths(cut / "checkpoints", "shift")[0], weights_only=True)
     assert saved["distiller"] == "shift" and saved["step"] == 2 and saved["plugins"] == {"frozen-top": {"calls": 2}}
 
-    # Resume with the recorded config (fail_at is recorded too: clear it), the plugin objects passed again.
-    manifest = json.loads((cut / "manifest.json").read_text())
-    manifest["config"]["shift"]["fail_at"] = -1
-    (cut / "manifest.json").write_text(json.dumps(manifest))
+    # Resume with the recorded config, the plugin objects passed again (without the interruption).
     second = TopRowFrozen()
     resumed = resume_run(cut, [ShiftPlugin(), second])
     assert second.loaded == [{"calls": 2}] and second.calls == whole.calls == 4

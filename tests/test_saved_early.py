@@ -174,11 +174,44 @@ def test_a_failed_distillation_keeps_its_history_and_says_no_checkpoint_exists(t
     assert "error in stage distill: DDError: the loss became NaN" in (out / "run.log").read_text()
 
 
+class CheckpointingDistiller(Distiller):
+    """Saves a checkpoint after step 2 of 4, then fails in step 3."""
+
+    def distill(self, initial, session):
+        for step in range(1, 5):
+            if step == 3:
+                raise DDError("step 3 failed")
+            if step % 2 == 0:
+                session.save_checkpoint(step, {"images": initial.images})
+        return initial
+
+
+class CheckpointingPlugin:
+    name = "checkpointing"
+
+    @hookimpl
+    def dd_register_distillers(self, register):
+        register("checkpointing", CheckpointingDistiller)
+
+
+def test_a_failed_distillation_names_the_checkpoint_it_keeps(tmp_path):
+    out = tmp_path / "run"
+    config = {"ipc": 1, "workers": 0, "distill": "checkpointing", "out": str(out), "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(DDError, match=r"step 3 failed \(checkpoint checkpoints/checkpointing-00000002.pt \(step 2\) is kept: "
+                                      r"dd run --resume .*run continues from it\)$"):  # fmt: skip
+        run(config, [CheckpointingPlugin()])
+    saved = torch.load(out / "checkpoints" / "checkpointing-00000002.pt", weights_only=True)
+    assert saved["fingerprint"]["distill"] == "checkpointing" and saved["fingerprint"]["ipc"] == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["finished"], manifest["failed_stage"]) == (["initial"], "distill")
+
+
+@pytest.mark.slow
 def test_an_interrupted_matching_names_the_checkpoint_it_keeps(tmp_path):
     config = {
         "ipc": 1, "workers": 0, "distill": "tm", "out": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache"),
         "tm": {"iterations": 4, "syn_steps": 2, "max_start_epoch": 2, "cur_max_start_epoch": 1, "checkpoint_every": 2},
-        "experts": {"num": 2, "batch_size": 512}, "eval": {"runs": 0},
+        "experts": {"num": 2, "batch_size": 512}, "eval": {"runs": 0, "width": 8},
     }  # fmt: skip
     with pytest.raises(PluginCrash, match=r"killed at 3 \(checkpoint checkpoints/tm-00000002.pt \(step 2\) is kept: dd run --resume"):
         run(config, [InterruptAt(at=3)])

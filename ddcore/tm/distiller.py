@@ -91,6 +91,7 @@ class TrajectoryMatchingDistiller(Distiller):
         self.options.check_against(self.expert_epochs())
         self._experts = None
         self.memory_plan = None
+        self._preset_lines: list[str] = []
 
     def check(self) -> None:
         """Project one matching step's memory in both unrolls, pick ``tm.unroll`` and record it as ``tm_memory``.
@@ -100,14 +101,21 @@ class TrajectoryMatchingDistiller(Distiller):
         """
         from ddcore.tm.memory import plan_for_run
 
-        self.check_preset()
+        self.check_preset(report=False)  # said when the work starts (into run.log too): an error stays one line
         self.memory_plan = plan_for_run(self.ctx, self.options, self.expert_epochs())
         self.ctx.record("tm_memory", self.memory_plan.to_record())
 
-    def check_preset(self):
+    def announce(self) -> None:
+        """Say (once) the lines :meth:`check_preset` held back: the preset, why, its projection, any warning."""
+        for line in self._preset_lines:
+            self.ctx.reporter.info(line)
+        self._preset_lines = []
+
+    def check_preset(self, report: bool = True):
         """Say which ``[tm]`` preset the run took and why, project the matching's cost on this device and data,
         and refuse a GPU-sized preset on a CPU (warn otherwise) when that is far beyond what the data
-        warrants (:mod:`ddcore.tm.presets`). Records ``tm_preset``; returns the projection.
+        warrants (:mod:`ddcore.tm.presets`). Records ``tm_preset``; returns the projection. ``report=False``
+        keeps the lines for :meth:`announce`.
 
         Raises :class:`~ddcore.ConfigError` (one line naming ``tm.preset`` / ``tm.iterations``) before any work.
         """
@@ -125,8 +133,10 @@ class TrajectoryMatchingDistiller(Distiller):
         cost = (f"{options.iterations} iterations x {options.syn_steps} inner steps x {projection.images_per_step} images, "
                 f"roughly {human_seconds(projection.matching_seconds)} on {projection.device} for "
                 f"{projection.train_images} training images (experts ~{human_seconds(projection.experts_seconds)})")  # fmt: skip
-        ctx.reporter.info(f"tm preset {projection.reason}; {cost}")
+        self._preset_lines = [f"tm preset {projection.reason}; {cost}"]
         if not projection.far_beyond:
+            if report:
+                self.announce()
             return projection
         if options.preset in GPU_SIZED and projection.device == "cpu":
             smaller = f"cpu-ipc{nearest_preset_ipc(ctx.config.ipc)}"
@@ -139,10 +149,12 @@ class TrajectoryMatchingDistiller(Distiller):
                 f"tm.preset {options.preset!r} is sized for GPUs: {cost}, {projection.ratio:.0f}x the experts' work; "
                 f"pass --set tm.preset={smaller} (~{human_seconds(alt.matching_seconds)}) or set tm.iterations"
             )
-        ctx.reporter.info(
+        self._preset_lines.append(
             f"warning: the matching projects {projection.ratio:.0f}x the experts' work (~{human_seconds(projection.matching_seconds)}): "
             "far beyond what this data warrants; lower tm.iterations or tm.syn_steps, or name a smaller tm.preset"
         )
+        if report:
+            self.announce()
         return projection
 
     def label_kind(self, initial: str | None) -> str | None:
@@ -155,6 +167,7 @@ class TrajectoryMatchingDistiller(Distiller):
 
     def expert_buffer(self, session: "DistillSession"):
         """The run's expert trajectories, trained (sharded, cached) on first use; also ``ctx.experts``."""
+        self.announce()
         if self._experts is None:
             from ddcore.tm.experts import ensure_experts
 

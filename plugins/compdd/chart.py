@@ -30,7 +30,7 @@ def draw_chart(report: dict[str, list[ReportRow]], path: str | Path) -> None:
     for subset, subset_rows in report.items():
         tables = protocol_tables(subset_rows)
         for number, (protocol, rows) in enumerate(tables, 1):
-            who = f", {protocol.evaluator} evaluator" if protocol else ""
+            who = f", {protocol.evaluator} evaluator"
             part = f" ({number}/{len(tables)})" if len(tables) > 1 else ""
             panels.append((f"{subset}{part}: test accuracy % (easy vs hard){who}", rows))
     groups = max((len(rows) for _, rows in panels), default=1)

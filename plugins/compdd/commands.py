@@ -275,7 +275,11 @@ def build_command(dataset, categories, size, scores, plugins, out, materialize, 
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("compdd-report"), show_default=True, help="Folder for report.md, report.json and report.png.")
 def report_command(run_dirs, out) -> None:
-    """Easy vs hard accuracy (mean, std) and the gap per subset and method, from finished runs; table + PNG chart."""
+    """Easy vs hard accuracy (mean, std) and the gap per subset and method, from finished runs; table + PNG chart.
+
+    Only runs measured by the same evaluation protocol (evaluator, network, epochs, recipe, labels, image
+    shape: read from each manifest) share a row; others are shown apart, with what differs, and no gap.
+    """
     from ddcore.atomic import write_json
     from ddcore_compdd.chart import draw_chart
     from ddcore_compdd.report import build_report, markdown, read_run, to_json

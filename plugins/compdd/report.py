@@ -71,7 +71,7 @@ class ReportRow:
     subset: str
     method: str
     ipc: int
-    protocol: EvalProtocol | None = None
+    protocol: EvalProtocol
     easy: list[float] = field(default_factory=list)
     hard: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
@@ -89,7 +89,7 @@ class ReportRow:
         easy, hard = self.stats("easy"), self.stats("hard")
         return {
             "subset": self.subset, "method": self.method, "ipc": self.ipc,
-            "evaluator": self.protocol and self.protocol.evaluator, "protocol": self.protocol and self.protocol.to_dict(),
+            "evaluator": self.protocol.evaluator, "protocol": self.protocol.to_dict(),
             "easy_mean": easy and easy[0], "easy_std": easy and easy[1], "easy_networks": len(self.easy),
             "hard_mean": hard and hard[0], "hard_std": hard and hard[1], "hard_networks": len(self.hard),
             "gap": self.gap(), "runs": self.runs, "note": self.note,
@@ -150,14 +150,13 @@ def common_evaluation(records: list[RunRecord]) -> str | None:
 
 
 def _split_note(rows: list[ReportRow]) -> str:
-    first = rows[0].protocol
-    parts = []
-    for row in rows[1:]:
-        assert first is not None and row.protocol is not None
-        parts.append(first.differences(row.protocol))
-    levels = lambda r: "+".join(level for level in ("easy", "hard") if getattr(r, level)) or "none"  # noqa: E731
-    which = ", ".join(f"{levels(r)} by {r.protocol.evaluator if r.protocol else '?'}" for r in rows)
-    return f"not comparable, kept apart ({which}): " + " | ".join(parts)
+    """Why one group's rows stay apart: which levels each protocol measured and what differs from the first."""
+
+    def levels(row: ReportRow) -> str:
+        return "+".join(level for level in ("easy", "hard") if getattr(row, level))
+
+    which = ", ".join(f"{levels(row)} by {row.protocol.evaluator}" for row in rows)
+    return f"not comparable, kept apart ({which}): " + " | ".join(rows[0].protocol.differences(row.protocol) for row in rows[1:])
 
 
 def build_report(records: list[RunRecord]) -> dict[str, list[ReportRow]]:
@@ -189,9 +188,9 @@ def build_report(records: list[RunRecord]) -> dict[str, list[ReportRow]]:
     return grouped
 
 
-def protocol_tables(rows: list[ReportRow]) -> list[tuple[EvalProtocol | None, list[ReportRow]]]:
+def protocol_tables(rows: list[ReportRow]) -> list[tuple[EvalProtocol, list[ReportRow]]]:
     """The rows of one subset cut into tables, one per protocol, in first-seen order."""
-    tables: dict[EvalProtocol | None, list[ReportRow]] = {}
+    tables: dict[EvalProtocol, list[ReportRow]] = {}
     for row in rows:
         tables.setdefault(row.protocol, []).append(row)
     return list(tables.items())
@@ -209,7 +208,7 @@ def markdown(report: dict[str, list[ReportRow]]) -> str:
         tables = protocol_tables(rows)
         for number, (protocol, table_rows) in enumerate(tables, 1):
             title = f"### {subset}" + (f" ({number}/{len(tables)})" if len(tables) > 1 else "")
-            lines = [title, "", f"Evaluation protocol — {protocol.label() if protocol else 'not recorded'}", "",
+            lines = [title, "", f"Evaluation protocol — {protocol.label()}", "",
                      "| method | IPC | easy acc % | hard acc % | gap (easy − hard) |", "|---|---:|---:|---:|---:|"]  # fmt: skip
             for row in table_rows:
                 gap = row.gap()

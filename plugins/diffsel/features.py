@@ -70,6 +70,18 @@ class ClassSubset(nn.Module):
         return self.model(x)[:, self.index]
 
 
+def check_teacher_weights(spec: str) -> None:
+    """Open and match a ``torchvision:ARCH:PATH`` teacher's weights file now (for the options check, before any
+    work): a missing, unreadable or mismatching file is one :class:`~ddcore.ConfigError` line naming
+    ``plugin.diffsel.teacher``. Other specs are left alone."""
+    from ddcore.weights import load_torchvision
+
+    kind, _, rest = spec.partition(":")
+    arch, _, path = rest.partition(":")
+    if kind == "torchvision" and arch and path:
+        load_torchvision(arch, path, option="config key 'plugin.diffsel.teacher'")
+
+
 def load_teacher(ctx, dataset, spec: str, epochs: int = 0) -> nn.Module:
     """The classifier named by ``plugin.diffsel.teacher`` (``""`` and ``trained``: ddcore's cached teacher,
     trained for ``epochs``, 0 meaning ddcore's default; ``run``: the run's classifier, expert 0's final

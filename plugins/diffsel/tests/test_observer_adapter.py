@@ -62,3 +62,17 @@ def test_a_weights_file_that_does_not_fit_is_one_line(dd_context, tmp_path):
     assert f"weights file {path} does not fit resnet18 with 1000 classes: 122 missing (conv1.weight, bn1.weight, bn1.bias and 119 more); " in message
     assert "52 unexpected (features.0.weight, features.0.bias, features.3.squeeze.weight and 49 more)" in message
     assert message.endswith("(config key 'plugin.diffsel.teacher')")
+
+
+def test_the_options_check_opens_the_weights(tmp_path):
+    """``check_teacher_weights`` (for DiffselConfig's check, before any work): a DataParallel file passes, a
+    file for another architecture is one line."""
+    from ddcore import ConfigError
+    from ddcore_diffsel.features import check_teacher_weights
+
+    check_teacher_weights(f"torchvision:resnet18:{resnet_file(tmp_path, prefix='module.')}")
+    check_teacher_weights("trained")
+    other = tmp_path / "other.pt"
+    torch.save(torchvision.models.squeezenet1_1(weights=None, num_classes=10).state_dict(), other)
+    with pytest.raises(ConfigError, match=r"does not fit resnet18 with 1000 classes: 122 missing .*'plugin.diffsel.teacher'"):
+        check_teacher_weights(f"torchvision:resnet18:{other}")

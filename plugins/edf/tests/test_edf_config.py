@@ -41,10 +41,10 @@ def test_named_presets_and_explicit_keys():
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"alpha": 1.0}, r"'plugin.edf.alpha' must lie in \[0, 1\), got 1.0 \(alpha = 1 would drop every element\)"),
-        ({"alpha": -0.5}, r"'plugin.edf.alpha' must lie in \[0, 1\)"),
+        ({"alpha": 1.0}, r"'plugin.edf.alpha' must be in \[0, 1\), got 1.0 \(alpha = 1 would drop every element\)"),
+        ({"alpha": -0.5}, r"'plugin.edf.alpha' must be in \[0, 1\), got -0.5"),
         ({"beta": -1}, r"'plugin.edf.beta' must be >= 0"),
-        ({"act_threshold": 1.5}, r"'plugin.edf.act_threshold' must lie in \[0, 1\]"),
+        ({"act_threshold": 1.5}, r"'plugin.edf.act_threshold' must be in \[0, 1\], got 1.5"),
         ({"interval": 0}, r"'plugin.edf.interval' must be at least 1"),
         ({"preset": "ipc100"}, r"'plugin.edf.preset': unknown preset 'ipc100'; choose one of auto, none, ipc1"),
         ({"preset": "none", "beta": 1.0}, r"preset' is 'none', so set plugin.edf.interval, plugin.edf.alpha"),
@@ -54,7 +54,7 @@ def test_named_presets_and_explicit_keys():
         ({"cam_model": "torchvision:resnet999", "cam_weights": "x.pt"}, r"torchvision has no classification model 'resnet999'"),
         ({"cam_model": "torchvision:resnet18"}, r"'plugin.edf.cam_weights' must name a local weights file"),
         ({"cam_weights": "w.pt"}, r"'plugin.edf.cam_weights' is only for cam_model = 'torchvision:<arch>'"),
-        ({"class_index": [0, -1]}, r"'plugin.edf.class_index' holds a negative class index"),
+        ({"class_index": [0, -1]}, r"'plugin.edf.class_index\[1\]' must be at least 0, got -1"),
         ({"betta": 1.0}, r"unknown config key 'plugin.edf.betta'; did you mean 'plugin.edf.beta'\?"),
     ],
 )
