@@ -1,4 +1,5 @@
-"""``dd eval RUN_DIR``: re-evaluate a saved distilled set (e.g. with more runs or another network)."""
+"""``dd eval RUN_DIR``: re-evaluate a saved distilled set (e.g. with more runs or another network, or after a
+failed evaluation: ``distilled.pt`` is saved before the run evaluates)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ from ddcore_cli.run_cmd import flag_overrides
 @click.option("--cpu", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
 def eval_command(run_dir: Path, plugins, sets, quiet, **flags) -> None:
-    """Re-evaluate the distilled set in RUN_DIR; writes RUN_DIR/eval-<timestamp>.json."""
+    """Re-evaluate the distilled set in RUN_DIR; writes RUN_DIR/eval-<timestamp>.json.
+
+    Works on any run whose set was distilled, also one whose own evaluation failed (`dd show` says so);
+    a run stopped before that is pointed to `dd run --resume RUN_DIR`.
+    """
     from ddcore.runner import evaluate_saved_run
     from ddcore_cli.output import metrics_table, stdout
 

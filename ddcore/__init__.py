@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "PluginCallError": "ddcore.errors",
     "PluginError": "ddcore.errors",
     "PluginLoadError": "ddcore.errors",
+    "Range": "ddcore.config",
+    "Seed": "ddcore.config",
     "hookimpl": "ddcore.hookspecs",
     "hookspec": "ddcore.hookspecs",
     "Distiller": "ddcore.distillers",
@@ -40,6 +42,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
+    from ddcore.config import Range, Seed
     from ddcore.context import RunContext
     from ddcore.data.base import DatasetOptions, ImageDataset
     from ddcore.distilled import DistilledSet, Selection

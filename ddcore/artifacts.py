@@ -10,6 +10,11 @@
       run.log          the log lines of the run
       tm_log.json      per-iteration loss, experts, start epoch, syn_lr (distill = "tm" only)
       checkpoints/     initial.pt and the newest tm-<iteration>.pt files, for `dd run --resume`
+      eval-<stamp>.json  each `dd eval RUN_DIR`'s metrics
+
+``distilled.pt`` (and ``grid.png``, ``tm_log.json``) are written as soon as the set is distilled, before
+evaluation. A fresh run starts in a new or empty folder; ``--overwrite`` first deletes everything in a
+folder that holds a run (:func:`prepare_out_dir`); only ``dd run --resume`` reads what a folder holds.
 """
 
 from __future__ import annotations

@@ -305,7 +305,7 @@ def grad_cam(
             scaled = None
             if method == "smooth_gradcampp":  # [S, b, C, H, W]: each image's own draws
                 assert seeds is not None
-                scaled = (item_noise(seeds[begin : begin + step], samples, tuple(images.shape[1:]), images.dtype) * noise)
+                scaled = item_noise(seeds[begin : begin + step], samples, tuple(images.shape[1:]), images.dtype) * noise
                 scaled = scaled.to(chunk.device)
             maps.append(_chunk_maps(model, layer, chunk, targets[begin : begin + step], method, scaled))
     return normalize_maps(torch.cat(maps).detach(), tuple(images.shape[-2:]))

@@ -351,7 +351,7 @@ class Pipeline:
         from ddcore.builtin.evaluate import evaluate_once
         from ddcore.presets import resolve_eval
 
-        if self.ctx.dataset.val is None:
+        if getattr(self.ctx.dataset, "val", None) is None:
             raise DDError(
                 f'distiller "{self.distiller_entry.name}" asked for a periodic evaluation, but the run has no validation '
                 "split to measure it on (the test split is never used to choose); set holdout = 'always' and validation > 0"
@@ -422,6 +422,8 @@ class Pipeline:
                 f"{exc}: the run's images are {size} px; change option --image-size, or the network "
                 "(--eval-model, eval.depth)"
             ) from None
+        except Exception:  # noqa: BLE001 - a layer the meta device cannot build: the real build reports it later
+            pass
 
     def run_fingerprint(self) -> dict[str, Any]:
         """This run's :mod:`ddcore.run_fingerprint` (resolved config, re-activatable plugins, data signature)."""
@@ -554,6 +556,7 @@ class Pipeline:
                 ctx.initial = distilled
                 if self.config.distill != NONE and ctx.out_dir is not None and "initial" not in self.finished:
                     self.finished.append("initial")
+                    self._write_manifest("running")
                 reporter.info(
                     f"selected by {distilled.meta.get('selected_by')}, initialised by {distilled.meta.get('initialized_by')}: "
                     f"{distilled.images.shape[0]} images"
@@ -708,9 +711,11 @@ def evaluate_saved_run(
 
 def require_distilled(run_dir: Path, manifest: Mapping[str, Any]) -> None:
     """Refuse a run directory without a distilled set, saying how far the run got and what to do (one line)."""
-    if (run_dir / artifacts.DISTILLED_FILE).is_file():
-        return
+    if (run_dir / artifacts.DISTILLED_FILE).is_file() or "distilled" in (manifest.get("finished") or []):
+        return  # there, or saved and gone since: loading it names the file
     status = manifest.get("status")
+    if status == "complete":
+        return
     where = f" in stage {manifest['failed_stage']}" if manifest.get("failed_stage") else ""
     state = {"running": "is still running, or was killed,", "failed": f"failed{where}"}.get(str(status), f"is {status}")
     raise DDError(

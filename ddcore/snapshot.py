@@ -19,9 +19,9 @@ model, diffsel's ``teacher = "run"``, the "correct" initialisation) goes through
 
 Why :data:`NORM_STATS_IMAGES` = 2048: a running mean is an average over images; its standard error
 falls as ``1/sqrt(n)``, about 2% of a channel's spread at 2048 images (less, since every image
-contributes ``h * w`` positions), small against the differences between classes; the cost is the
-forward passes of 2048 images, about a fifth of one epoch over a 10-class ImageNet subset and under a
-second for digits (whose 1437 training images are then all used). The images are the training split
+contributes ``h * w`` positions), small against the differences between classes; the cost is
+forward passes only, over about a fifth of a 10-class ImageNet subset's training images, and about a
+second for digits (whose 1437 training images are then all used: :func:`norm_stats_count`). The images are the training split
 as loaded (normalised, not augmented), the distribution the classifier is then asked about.
 Unlike the statistics the expert accumulated while training (an exponential average over augmented
 batches of moving weights), these belong to the snapshot's own weights.
@@ -80,6 +80,18 @@ def unrestorable_buffers(model: nn.Module) -> list[str]:
     return names
 
 
+def norm_stats_count(dataset: "ImageDataset", images: int = NORM_STATS_IMAGES, batch_size: int = NORM_STATS_BATCH) -> int:
+    """How many training images :func:`recompute_norm_stats` uses: ``min(images, training split)``, less one
+    when that would leave a last batch of a single image (batch norm in train mode refuses it).
+
+    >>> from ddcore.testing import known_answer_dataset
+    >>> norm_stats_count(known_answer_dataset("clean")), norm_stats_count(known_answer_dataset("clean"), 33, 32)
+    (64, 32)
+    """
+    total = min(images, len(dataset.split("train")))
+    return total - (total % batch_size == 1)
+
+
 def recompute_norm_stats(
     model: nn.Module,
     dataset: "ImageDataset",
@@ -103,16 +115,14 @@ def recompute_norm_stats(
     from torch.optim.swa_utils import update_bn
 
     total = len(dataset.split("train"))
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: min(images, total)]
-    # The last batch may be 1 image: batch norm in train mode refuses one value per channel, so drop it
-    # then (it would change the statistics by at most 1 / images anyway).
-    indices = order.tolist()
+    # A last batch of 1 image is left out (norm_stats_count): batch norm in train mode refuses one value per channel.
+    count = norm_stats_count(dataset, images, batch_size)
+    indices = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:count].tolist()
     # A generator of its own: a DataLoader draws its base seed from the global RNG otherwise.
-    loader = dataset.loader("train", batch_size, indices=indices, drop_last=len(indices) % batch_size == 1,
-                            generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    loader = dataset.loader("train", batch_size, indices=indices, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         update_bn(loader, model, device=torch.device(device))
-    return len(indices) - (len(indices) % batch_size == 1)
+    return count
 
 
 def classifier_from_snapshot(

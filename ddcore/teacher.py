@@ -180,10 +180,10 @@ def run_classifier(ctx: RunContext) -> nn.Module:
     :func:`trained_teacher` on ``ctx.dataset`` with the run's network.
     """
     if ctx.experts is not None and ctx.model_spec is not None and ctx.dataset is not None:
-        from ddcore.snapshot import NORM_STATS_IMAGES, norm_stat_layers
+        from ddcore.snapshot import norm_stat_layers, norm_stats_count
 
         network = expert_network(ctx.experts, ctx.model_spec, ctx.dataset, device=ctx.device)
-        restored = {"norm_stats_images": NORM_STATS_IMAGES} if norm_stat_layers(network) else {}
+        restored = {"norm_stats_images": norm_stats_count(ctx.dataset)} if norm_stat_layers(network) else {}
         ctx.record("classifier", {"source": "expert", "folder": str(ctx.experts.folder), "index": 0, **restored})
         return network
     return trained_teacher(ctx)

@@ -28,12 +28,6 @@ from ddcore.atomic import NonFiniteJSONError, write_json
 from ddcore.config import Range, RunConfig, Seed, build_config, from_mapping
 from ddcore.errors import ConfigError, DDError
 
-#: Numeric fields of the bundled configs that may lack a Range (each with where it is checked instead).
-UNBOUNDED = {
-    "eval.depth": "EvalConfig.__post_init__ (its meaning is resolved from the image size)",
-}
-
-
 # ----------------------------------------------------------------------------------------------
 # The config classes and their numeric fields, discovered
 # ----------------------------------------------------------------------------------------------
@@ -152,7 +146,7 @@ def test_defaults_are_valid(prefix, cls):
 
 @pytest.mark.parametrize("field", [f for f in FIELDS if f.path[-1] != "[0]"], ids=str)
 def test_every_numeric_option_declares_its_range(field):
-    assert field.bounds is not None or field.key in UNBOUNDED, (
+    assert field.bounds is not None, (
         f"{field.key} is a number without a Range: annotate it Annotated[{field.kind.__name__}, Range(...)]"
     )
 

@@ -20,7 +20,7 @@ Options live in the ``[tm]`` table of the run config (:class:`TMConfig`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Protocol, Sequence
 
 import torch
 
@@ -153,7 +153,7 @@ class TrajectoryMatcher:
     def _lowering(self, *keys: str) -> str:
         return " or ".join(f"tm.{key} (now {getattr(self.config, key):g})" for key in keys)
 
-    def _diverged(self, iteration: int, what: str) -> None:
+    def _diverged(self, iteration: int, what: str) -> NoReturn:
         """Raise the one-line error for a non-finite loss at ``iteration``, naming what to change."""
         updates = self._updates()
         if updates == 0:

@@ -112,7 +112,8 @@ def maps_command(plugins, dataset, data_root, image_size, seed, cache_dir, cpu, 
                              num_classes=real.num_classes, resolution=resolution, mean=real.mean, std=real.std)  # fmt: skip
     chosen = [i for positions in real.indices_by_class("train") for i in positions[:per_class]]
     images, labels = real.load("train", chosen)
-    maps = scorer.maps(images, labels, ctx.derive_generator("diffsel", "maps"))  # [B, H, W]
+    generators = [ctx.derive_generator("diffsel", "stage1", i) for i in chosen]  # each image's Stage-I noise
+    maps = scorer.maps(images, labels, generators)  # [B, H, W]: the maps Stage I scores these images with
     low = maps.flatten(1).min(1).values.view(-1, 1, 1)
     high = maps.flatten(1).max(1).values.view(-1, 1, 1)
     heat = ((maps - low) / (high - low).clamp(min=1e-12)).unsqueeze(1).expand(-1, images.shape[1], -1, -1)

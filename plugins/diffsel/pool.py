@@ -1,9 +1,10 @@
 """Stage I over the dataset: stream each class's pool in batches, keep each image's best candidates.
 
 Memory holds one batch of images plus the kept candidates' boxes, scores and features, never the
-pool's images. Batches are dealt round-robin to the Accelerate processes and gathered; batch ``b``
-of class ``c`` draws its noise (or crops) from ``derive_generator("diffsel", "stage1", c, b)``, so
-the result does not depend on the number of processes.
+pool's images. Batches are dealt round-robin to the Accelerate processes and gathered. Every image
+draws its noise (or crops) from its own generator, ``derive_generator("diffsel", "stage1", i)`` with
+``i`` its position in ``dataset.train``, so the result depends neither on ``batch_size`` nor on the
+number of processes.
 
 The scored pool is saved under ``<cache_dir>/diffsel/pools/<key>.pt`` (``key``: everything that
 shapes Stage I, but not the IPC), so a run at another IPC reuses it (consistency). What shapes it
@@ -17,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -26,11 +27,11 @@ from ddcore.context import RunContext
 from ddcore.data.base import ImageDataset
 from ddcore_diffsel.windows import crop_resize
 
-POOL_FORMAT = 1
+POOL_FORMAT = 2  # 2: per-image Stage-I seeds (1: per batch)
 
 
 class Scorer(Protocol):
-    def candidates(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def candidates(self, images: torch.Tensor, labels: torch.Tensor, generator: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass
@@ -118,8 +119,8 @@ def score_pool(
     with ctx.reporter.progress(f"stage I: scoring {sum(len(b[2]) for b in plan)} images", total=len(mine)) as advance:
         for label, number, positions in mine:
             images, labels = dataset.load("train", positions)
-            generator = ctx.derive_generator("diffsel", "stage1", label, number)
-            boxes, scores = scorer.candidates(images, labels, generator)  # [B, k, 4], [B, k]
+            generators = [ctx.derive_generator("diffsel", "stage1", position) for position in positions]  # per image
+            boxes, scores = scorer.candidates(images, labels, generators)  # [B, k, 4], [B, k]
             k = scores.shape[1]
             keep = torch.isfinite(scores).flatten()
             source = torch.arange(len(positions)).repeat_interleave(k)[keep]

@@ -20,6 +20,24 @@ import torch.nn.functional as F
 #: The condition id of "no class" (the null class or the empty prompt).
 NULL = -1
 
+#: One generator for a whole batch, or one per image (per-item randomness, independent of batching).
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def draw_normal(shape: Sequence[int], generator: Generators) -> torch.Tensor:
+    """Standard normal noise of ``shape`` on the CPU: row ``i`` from ``generator[i]`` when given one
+    generator per row (then bit-identical whatever the rows batched with it), else all from one.
+
+    >>> g = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    >>> torch.equal(draw_normal((2, 3), g)[1], draw_normal((1, 3), [torch.Generator().manual_seed(2)])[0])
+    True
+    """
+    if isinstance(generator, torch.Generator):
+        return torch.randn(tuple(shape), generator=generator)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for {shape[0]} images")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in generator]) if shape[0] else torch.empty(tuple(shape))
+
 Contrast = Literal["null", "others"]
 
 
@@ -84,14 +102,16 @@ class DiffusionPrior(ABC):
         images: torch.Tensor,
         class_ids: torch.Tensor,
         timestep: int,
-        generator: torch.Generator,
+        generator: Generators,
         contrast: Contrast = "null",
         num_classes: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel squared errors with the class condition and with the reference condition.
 
-        The noise is drawn once per image from ``generator`` (on the CPU, so a seed gives the same
-        noise on every device) and shared by both predictions. ``contrast="null"``: the reference is
+        The noise is drawn once per image (on the CPU, so a seed gives the same noise on every device)
+        and shared by both predictions: from each image's own generator when ``generator`` is a
+        sequence of ``B`` of them (so an image's noise does not depend on the batch it is in), else
+        the whole batch from the one generator. ``contrast="null"``: the reference is
         the null condition; ``"others"``: the mean error over the other ``num_classes - 1`` classes.
         Errors are summed over channels, at the prior's own resolution (latent for latent priors).
 
@@ -100,7 +120,7 @@ class DiffusionPrior(ABC):
         """
         clean = self.encode(images.to(self.device)).float()  # [B, c, h, w]
         b = clean.shape[0]
-        noise = torch.randn(clean.shape, generator=generator).to(self.device)
+        noise = draw_normal(clean.shape, generator).to(self.device)
         steps = torch.full((b,), int(timestep), dtype=torch.long, device=self.device)
         noisy = self.scheduler.add_noise(clean, noise, steps)
         target = self.targets(clean, noise, steps)
@@ -128,7 +148,7 @@ def discriminativeness_map(
     class_ids: torch.Tensor,
     timesteps: Sequence[int],
     n_noise: int,
-    generator: torch.Generator,
+    generator: Generators,
     contrast: Contrast = "null",
     num_classes: int | None = None,
     resolution: int | None = None,
@@ -136,7 +156,9 @@ def discriminativeness_map(
     """``D = e_ref - e_cond`` averaged over ``n_noise`` draws and ``timesteps``, at the images' size.
 
     Large where knowing the class helps denoise. Images are resized to ``resolution`` (when given and
-    different) before the prior sees them; the map is resized back (bilinear) to ``H x W``.
+    different) before the prior sees them; the map is resized back (bilinear) to ``H x W``. Noise: see
+    :meth:`DiffusionPrior.error_maps` (one generator per image: an image's map does not depend on the
+    other images of the batch; each draws ``len(timesteps) * n_noise`` times, in that order).
 
     Shape: ``images [B, C, H, W]`` in ``[0, 1]``, ``class_ids [B]`` -> ``[B, H, W]`` float32.
     """

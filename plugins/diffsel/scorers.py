@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddcore.data.base import denormalize
-from ddcore_diffsel.priors import DiffusionPrior, discriminativeness_map
+from ddcore_diffsel.priors import DiffusionPrior, Generators, discriminativeness_map
 from ddcore_diffsel.windows import best_windows, box_means, crop_resize, square_windows
 
 
@@ -36,14 +36,17 @@ class DiffusionScorer:
         self.num_classes, self.resolution = num_classes, resolution
         self.mean, self.std = tuple(mean), tuple(std)
 
-    def maps(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Discriminativeness maps. Shape: ``[B, C, H, W]`` normalised -> ``[B, H, W]``."""
+    def maps(self, images: torch.Tensor, labels: torch.Tensor, generator: Generators) -> torch.Tensor:
+        """Discriminativeness maps (noise from each image's generator when given ``B`` of them).
+
+        Shape: ``[B, C, H, W]`` normalised -> ``[B, H, W]``."""
         pixels = denormalize(images, self.mean, self.std).clamp(0, 1)
         return discriminativeness_map(self.prior, pixels, labels, self.timesteps, self.n_noise, generator,
                                       self.contrast, self.num_classes, self.resolution)  # fmt: skip
 
-    def candidates(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shape: ``images [B, C, H, W]``, ``labels [B]`` -> ``(boxes [B, k, 4], scores [B, k])``, ``k = per_image``."""
+    def candidates(self, images: torch.Tensor, labels: torch.Tensor, generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape: ``images [B, C, H, W]``, ``labels [B]``, ``B`` generators -> ``(boxes [B, k, 4], scores [B, k])``,
+        ``k = per_image``."""
         scores = box_means(self.maps(images, labels, generator), self.boxes)  # [B, P]
         picked, picked_scores = best_windows(scores, self.boxes, self.per_image, self.max_iou)
         return self.boxes[picked.clamp(min=0)], picked_scores
@@ -104,10 +107,17 @@ class ObserverScorer:
         self.per_image, self.max_iou, self.device = per_image, max_iou, device
 
     @torch.no_grad()
-    def candidates(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shape: ``images [B, C, H, W]``, ``labels [B]`` -> ``(boxes [B, k, 4], scores [B, k])``."""
+    def candidates(self, images: torch.Tensor, labels: torch.Tensor, generator: Generators) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape: ``images [B, C, H, W]``, ``labels [B]`` -> ``(boxes [B, k, 4], scores [B, k])``. Image ``i``'s
+        crops come from ``generator[i]`` when given ``B`` generators (independent of the batch), else all
+        from the one generator."""
         b, _, h, w = images.shape
-        boxes = random_resized_boxes(b * self.crops, h, w, self.min_scale, generator).view(b, self.crops, 4)
+        if isinstance(generator, torch.Generator):
+            boxes = random_resized_boxes(b * self.crops, h, w, self.min_scale, generator).view(b, self.crops, 4)
+        else:
+            if len(generator) != b:
+                raise ValueError(f"{len(generator)} generators for {b} images")
+            boxes = torch.stack([random_resized_boxes(self.crops, h, w, self.min_scale, g) for g in generator]) if b else torch.empty(0, self.crops, 4, dtype=torch.long)
         patches = crop_resize(images.repeat_interleave(self.crops, 0), boxes.view(-1, 4), self.cell)
         views = observer_views(patches, self.image_side, self.view).to(self.device)
         logits = self.observer(views).float()

@@ -72,7 +72,7 @@ def test_timesteps_outside_the_schedule(run_tiny, tmp_path):
     "options, message",
     [
         ({"prior": "/some/path"}, "expected 'auto', 'local-dir:PATH' or 'hf-hub:ORG/NAME'"),
-        ({"n_noise": 0}, "plugin.diffsel.n_noise' must be >= 1"),
+        ({"n_noise": 0}, "plugin.diffsel.n_noise' must be at least 1"),
         ({"max_iou": 0.0}, "plugin.diffsel.max_iou' must be in"),
         ({"prompt": "a photo"}, "must contain {name}"),
         ({"features": "teacher"}, "needs 'plugin.diffsel.teacher'"),
