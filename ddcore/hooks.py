@@ -8,6 +8,7 @@ in pluggy's order, so each answer is attributed to its plugin.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import defaultdict
@@ -144,6 +145,9 @@ class Hooks:
             )
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
             raise self._error("dd_select", plugin, f"returned labels of shape {tuple(labels.shape)} for {images.shape[0]} images")
+        problem = _selection_problem(selection, dataset)
+        if problem:
+            raise self._error("dd_select", plugin, f"returned {problem}")
         selection.meta.setdefault("selected_by", plugin)
         return selection
 
@@ -156,6 +160,9 @@ class Hooks:
             distilled.validate()
         except ValueError as exc:
             raise self._error("dd_initialize", plugin, f"returned an invalid distilled set: {exc}") from exc
+        problem = _distilled_problem(distilled, getattr(ctx, "dataset", None))
+        if problem:
+            raise self._error("dd_initialize", plugin, f"returned an invalid distilled set: {problem}")
         distilled.meta.setdefault("selected_by", selection.meta.get("selected_by"))
         distilled.meta.setdefault("initialized_by", plugin)
         return distilled
@@ -172,6 +179,9 @@ class Hooks:
                 raise self._error(hook, impl.plugin_name, f"returned {type(weights).__name__}, expected a float tensor or None")
             if not accepts(weights.shape):
                 raise self._error(hook, impl.plugin_name, f"returned weights of shape {list(weights.shape)}, expected {expected}")
+            problem = _weights_problem(weights)
+            if problem:
+                raise self._error(hook, impl.plugin_name, f"returned {problem}; weights must be finite and >= 0")
             product = weights if product is None else product * weights
         return product
 
@@ -189,13 +199,32 @@ class Hooks:
     def supervision_weights(
         self, ctx: "RunContext", losses: torch.Tensor, distances: torch.Tensor, step: int
     ) -> torch.Tensor | None:
-        """Product of the ``dd_supervision_weights`` answers, each of ``losses.shape``; ``None`` if all abstain."""
-        return self._product(
-            "dd_supervision_weights",
-            lambda shape: tuple(shape) == tuple(losses.shape),
-            f"the shape of losses, {list(losses.shape)}",
-            ctx=ctx, losses=losses, distances=distances, step=step,
-        )
+        """Product of the ``dd_supervision_weights`` answers, each of ``losses.shape``; ``None`` if all abstain.
+
+        Raises:
+            PluginCallError: an answer of the wrong shape or type, with a NaN, infinite or negative
+                value, or all zeros (the loss ``sum(w * losses) / sum(w * distances)`` would be 0 / 0);
+                it names the hook and the plugin that answered.
+        """
+        hook = "dd_supervision_weights"
+        product = None
+        for impl in self._impls(hook):
+            weights = self._call(hook, impl, ctx=ctx, losses=losses, distances=distances, step=step)
+            if weights is None:
+                continue
+            if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+                raise self._error(hook, impl.plugin_name, f"returned {type(weights).__name__}, expected a float tensor or None")
+            if tuple(weights.shape) != tuple(losses.shape):
+                raise self._error(
+                    hook, impl.plugin_name, f"returned weights of shape {list(weights.shape)}, expected the shape of losses, {list(losses.shape)}"
+                )
+            problem = _weights_problem(weights)
+            if problem:
+                raise self._error(hook, impl.plugin_name, f"returned {problem}; weights must be finite and >= 0")
+            if weights.numel() and not bool((weights != 0).any()):
+                raise self._error(hook, impl.plugin_name, "returned all-zero weights, which leave no supervision (0 / 0 loss)")
+            product = weights if product is None else product * weights
+        return product
 
     # -- evaluation and registration --------------------------------------------------------------
 
@@ -213,6 +242,11 @@ class Hooks:
                     raise self._error(
                         "dd_evaluate", impl.plugin_name, f"metric {key!r} is {type(value).__name__}, expected a number or list of numbers"
                     )
+                bad = _non_finite(value)
+                if bad is not None:
+                    raise self._error(
+                        "dd_evaluate", impl.plugin_name, f"metric {key!r} is {bad}; a metric must be a finite number"
+                    )
                 full = f"{impl.plugin_name}/{key}"
                 if full in merged:
                     raise self._error("dd_evaluate", impl.plugin_name, f"metric {full!r} is reported twice")
@@ -220,9 +254,14 @@ class Hooks:
         return merged
 
     def register_datasets(self, registry: "DatasetRegistry") -> "DatasetRegistry":
-        """Let every plugin add datasets; a name clash names both plugins."""
+        """Let every plugin add datasets; a name clash names both plugins.
+
+        Each factory is wrapped so that the dataset it builds is checked where it is produced
+        (:func:`dataset_problem`): an inconsistent dataset is a :class:`PluginCallError` naming the
+        dataset and the plugin that registered it.
+        """
         for impl in self._impls("dd_register_datasets"):
-            self._call("dd_register_datasets", impl, register=registry.registrar(impl.plugin_name))
+            self._call("dd_register_datasets", impl, register=_checked_registrar(registry.registrar(impl.plugin_name), impl.plugin_name, self))
         return registry
 
     def register_distillers(self, registry: "DistillerRegistry") -> "DistillerRegistry":
@@ -269,6 +308,170 @@ class Hooks:
     def stats_dict(self) -> dict[str, dict[str, dict[str, float]]]:
         """Calls and seconds per hook and plugin (recorded in the manifest)."""
         return {hook: {plugin: dict(rec) for plugin, rec in per.items()} for hook, per in self.stats.items()}
+
+
+
+# -- answer checks: each returns a phrase describing the first problem, or None ------------------
+
+
+def _checked_registrar(register: Callable[..., None], plugin: str, hooks: "Hooks") -> Callable[..., None]:
+    """``register`` with every factory wrapped by :func:`_checked_factory`."""
+
+    def checked(name: str, factory: Callable[..., Any], **kwargs: Any) -> None:
+        register(name, _checked_factory(name, factory, plugin, hooks) if callable(factory) else factory, **kwargs)
+
+    return checked
+
+
+def _checked_factory(name: str, factory: Callable[..., Any], plugin: str, hooks: "Hooks") -> Callable[..., Any]:
+    def build(options: Any) -> Any:
+        dataset = factory(options)
+        from ddcore.data.base import ImageDataset
+
+        if isinstance(dataset, ImageDataset):  # other types: the registry's own error
+            problem = dataset_problem(dataset)
+            if problem:
+                raise hooks._error("dd_register_datasets", plugin, f'dataset "{name}" factory returned an inconsistent dataset: {problem}')
+        return dataset
+
+    build.__wrapped__ = factory  # type: ignore[attr-defined]
+    return build
+
+
+def dataset_problem(dataset: "ImageDataset") -> str | None:
+    """The first inconsistency of a dataset a factory built, or ``None``.
+
+    Checked without reading more than one image per split: class names (non-empty, unique strings),
+    ``image_shape`` (three positive ints), ``mean``/``std`` (one finite value per channel, std > 0),
+    each split non-empty with one target per item and targets in ``[0, num_classes)``, every class
+    present in ``train``, and the first image of each split a finite ``image_shape`` tensor.
+    """
+    names = list(dataset.class_names)
+    if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        return f"class_names must be distinct non-empty strings, got {names[:5]!r}{'...' if len(names) > 5 else ''}"
+    shape = tuple(dataset.image_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        return f"image_shape must be (C, H, W) of positive ints, got {shape!r}"
+    mean, std = list(dataset.mean), list(dataset.std)
+    if len(mean) != shape[0] or len(std) != shape[0]:
+        return f"mean and std need one value per channel ({shape[0]}), got {len(mean)} and {len(std)}"
+    if not all(math.isfinite(float(m)) for m in mean) or not all(math.isfinite(float(s)) and float(s) > 0 for s in std):
+        return f"mean must be finite and std finite and > 0, got mean {mean} std {std}"
+    k = len(names)
+    for split_name in ("train", "test", "val"):
+        split = getattr(dataset, split_name, None)
+        if split is None:
+            if split_name == "val":
+                continue
+            return f"the {split_name} split is missing"
+        n = len(split)
+        if n == 0:
+            return f"the {split_name} split is empty"
+        targets = getattr(split, "targets", None)
+        if targets is None or len(targets) != n:
+            return f"the {split_name} split has {n} items but {'no' if targets is None else len(targets)} targets"
+        labels = torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets)
+        if labels.is_floating_point() or int(labels.min()) < 0 or int(labels.max()) >= k:
+            return f"the {split_name} split's targets must be class ids in [0, {k}) for {k} class names, got {_range(labels)}"
+        if split_name == "train":
+            missing = sorted(set(range(k)) - set(labels.tolist()))
+            if missing:
+                return f"class {names[missing[0]]!r} has no training image ({len(missing)} class(es) without any)"
+        first = _first_image(split)
+        if not isinstance(first, torch.Tensor) or tuple(first.shape) != shape:
+            got = tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__
+            return f"the {split_name} split's images are {got}, but image_shape is {shape}"
+        if not bool(torch.isfinite(first).all()):
+            return f"the {split_name} split's first image holds NaN or infinite values"
+    return None
+
+
+def _first_image(split: Any) -> Any:
+    images = getattr(split, "images", None)
+    if isinstance(images, torch.Tensor) and images.ndim == 4:
+        return images[0]
+    return split[0][0]
+
+
+def _range(values: torch.Tensor) -> str:
+    if values.numel() == 0:
+        return "none"
+    return f"{values.min().item()} .. {values.max().item()}"
+
+
+def _weights_problem(weights: torch.Tensor) -> str | None:
+    """``None`` when every weight is finite and >= 0, else what is wrong (how many NaN, inf, negative)."""
+    detached = weights.detach()
+    nan = int(torch.isnan(detached).sum())
+    if nan:
+        return f"{nan} NaN weight(s)"
+    inf = int(torch.isinf(detached).sum())
+    if inf:
+        return f"{inf} infinite weight(s)"
+    negative = int((detached < 0).sum())
+    if negative:
+        return f"{negative} negative weight(s) (min {detached.min().item():.4g})"
+    return None
+
+
+def _selection_problem(selection: Selection, dataset: "ImageDataset") -> str | None:
+    """Value checks of a ``dd_select`` answer (shapes are checked before): see the hook's contract."""
+    images, labels, indices = selection.images, selection.labels, selection.indices
+    if images.shape[0] == 0:
+        return "no images"
+    if not images.is_floating_point():
+        return f"images of dtype {images.dtype}, expected float32"
+    if not bool(torch.isfinite(images.detach()).all()):
+        return f"images with {int((~torch.isfinite(images.detach())).sum())} NaN or infinite value(s)"
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        return f"labels of dtype {labels.dtype}, expected int64 class ids"
+    k = dataset.num_classes
+    if int(labels.min()) < 0 or int(labels.max()) >= k:
+        bad = labels[(labels < 0) | (labels >= k)]
+        return f"label {int(bad[0])}, outside the dataset's classes 0 .. {k - 1}"
+    if indices is not None:
+        if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or tuple(indices.shape) != (images.shape[0],):
+            shape = tuple(indices.shape) if isinstance(indices, torch.Tensor) else type(indices).__name__
+            return f"indices {shape}, expected None or [{images.shape[0]}] int64 positions in dataset.train"
+        n = len(dataset.train)
+        if int(indices.min()) < 0 or int(indices.max()) >= n:
+            return f"indices outside dataset.train (0 .. {n - 1}): {_range(indices)}"
+        targets = torch.as_tensor([int(dataset.train.targets[i]) for i in indices.tolist()])
+        wrong = (targets != labels.cpu().to(targets.dtype)).nonzero().flatten()
+        if wrong.numel():
+            i = int(wrong[0])
+            return (
+                f"label {int(labels[i])} for training image {int(indices[i])}, whose class is {int(targets[i])} "
+                f"({wrong.numel()} such mismatch(es))"
+            )
+    return None
+
+
+def _distilled_problem(distilled: DistilledSet, dataset: "ImageDataset | None") -> str | None:
+    """Value checks of a ``dd_initialize`` answer beyond :meth:`DistilledSet.validate`."""
+    images, labels = distilled.images, distilled.labels
+    if images.shape[0] == 0:
+        return "no images"
+    if not bool(torch.isfinite(images.detach()).all()):
+        return f"images with {int((~torch.isfinite(images.detach())).sum())} NaN or infinite value(s)"
+    if labels.is_floating_point() and not bool(torch.isfinite(labels.detach()).all()):
+        return "soft labels with NaN or infinite values"
+    lr = distilled.lr
+    if lr is not None:
+        value = float(lr.detach().reshape(-1)[0]) if isinstance(lr, torch.Tensor) and lr.numel() == 1 else lr
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            return f"lr = {value!r}, expected None or a finite number > 0"
+    if dataset is not None and list(distilled.class_names) != list(dataset.class_names):
+        return f"{len(distilled.class_names)} class names that differ from the dataset's ({len(dataset.class_names)})"
+    return None
+
+
+def _non_finite(value: Any) -> str | None:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values:
+        if isinstance(item, float) and not math.isfinite(item):
+            return repr(item) if not isinstance(value, (list, tuple)) else f"a list holding {item!r}"
+    return None
 
 
 def _broadcastable(shape: torch.Size, target: tuple[int, ...]) -> bool:

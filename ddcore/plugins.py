@@ -178,13 +178,27 @@ def is_path_request(request: str) -> bool:
     return request.endswith(".py") or "/" in request or "\\" in request
 
 
+def file_stem_name(path: str | Path) -> str:
+    """The name of a file plugin that sets no ``name``: its stem with ``_`` turned into ``-``."""
+    return Path(path).stem.replace("_", "-")
+
+
 def load_file_plugin(request: str) -> tuple[object, PluginInfo]:
-    """Import a one-off local module (``--plugin ./my_plugin.py``), named after its file stem."""
+    """Import a one-off local module (``--plugin ./my_plugin.py``).
+
+    The plugin is named by the module's ``name`` attribute when it is a non-empty string (the same
+    rule as for an object passed to :func:`ddcore.run`), else after its file stem with ``_`` turned
+    into ``-`` (``my_plugin.py`` -> ``my-plugin``). That name keys ``[plugin.<name>]``,
+    ``ctx.plugin_config``, ``--select`` and metric prefixes.
+
+    Raises:
+        PluginLoadError: the file is missing, cannot be imported, or fails while importing.
+    """
     path = Path(request).expanduser()
     if not path.is_file():
         raise PluginLoadError(f"plugin file {request} does not exist (option --plugin)")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    name = path.stem.replace("_", "-")
+    name = file_stem_name(path)
     module_name = f"ddcore_local_plugin_{path.stem}_{digest[:8]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -198,6 +212,9 @@ def load_file_plugin(request: str) -> tuple[object, PluginInfo]:
         raise PluginLoadError(
             f'Plugin "{name}" (file {path}) failed to import: {type(exc).__name__}: {exc}'
         ) from exc
+    declared = getattr(module, "name", None)
+    if isinstance(declared, str) and declared.strip():
+        name = declared.strip()
     info = PluginInfo(name=name, source="file", value=str(path.resolve()), sha256=digest)
     return module, info
 
@@ -232,21 +249,56 @@ def get_plugin_manager(requested: Sequence[str | object] = ()) -> DDPluginManage
             if is_path_request(request):
                 plugin, info = load_file_plugin(request)
             else:
-                if request in pm.infos:
-                    continue
+                known = pm.infos.get(request)
+                if known is not None and known.source == "entry-point":
+                    continue  # the same name twice: registered once
                 available = installed_entry_points() if available is None else available
                 ep = resolve_entry_point(request, available)
+                if known is not None and known.source != "builtin":
+                    _refuse_clash(known, entry_point_info(ep))
                 plugin, info = load_entry_point(ep), entry_point_info(ep)
         else:
             plugin = request
             info = PluginInfo(name=object_plugin_name(request), source="object", value=type(request).__name__)
         if info.name in pm.infos:
-            if pm.infos[info.name].source == "builtin":
+            known = pm.infos[info.name]
+            if known.source == "builtin":
                 raise PluginLoadError(f'Plugin name "{info.name}" is reserved for a built-in plugin; rename it.')
-            continue
+            if _same_plugin(known, info, pm.get_plugin(info.name), plugin):
+                continue
+            _refuse_clash(known, info)
         pm.register_plugin(plugin, info)
     pm.check()
     return pm
+
+
+def describe_source(info: PluginInfo) -> str:
+    """Where a plugin came from, for messages: ``installed package dd-x 1.0 (entry point m)``, ``file /p.py``."""
+    if info.source == "entry-point":
+        return f"installed package {info.label()} (entry point {info.value})"
+    if info.source == "file":
+        return f"file {info.value}"
+    return f"object {info.value}"
+
+
+def _same_plugin(known: PluginInfo, new: PluginInfo, known_plugin: object, new_plugin: object) -> bool:
+    """True when a repeated request is the plugin already registered (same entry point, file or object)."""
+    if known.source != new.source:
+        return False
+    if known.source == "file":
+        return known.value == new.value and known.sha256 == new.sha256
+    if known.source == "entry-point":
+        return known.value == new.value and known.distribution == new.distribution
+    return known_plugin is new_plugin
+
+
+def _refuse_clash(known: PluginInfo, new: PluginInfo) -> None:
+    """Two different plugins under one name: an error naming both sources."""
+    raise PluginLoadError(
+        f'Plugin name "{new.name}" is requested twice from different sources: {describe_source(known)} and '
+        f"{describe_source(new)}; request only one of them (option --plugin or config key plugins), or give the "
+        "file plugin another `name`"
+    )
 
 
 def list_installed(include_builtins: bool = False) -> list[PluginInfo]:

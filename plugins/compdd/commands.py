@@ -81,14 +81,15 @@ def teacher_defaults(dataset) -> dict[str, Any]:
 
 def choose_classifier(ctx, arch: str | None, weights: Path | None, teacher_epochs: int):
     """``(model, adapter, description)``: a torchvision model on local weights, or the dataset's teacher."""
-    from ddcore.teacher import torchvision_classifier, trained_teacher
+    from ddcore.teacher import trained_teacher
+    from ddcore.weights import load_torchvision
     from ddcore_compdd.scoring import InputAdapter
 
     dataset = ctx.dataset
     if bool(arch) != bool(weights):
         raise ConfigError("give both --arch and --weights for a torchvision classifier, or neither for a trained teacher")
     if arch:
-        model = torchvision_classifier(arch, weights)
+        model = load_torchvision(arch, weights, option="--arch/--weights")
         adapter = InputAdapter(dataset.mean, dataset.std, rgb=True, size=224, imagenet=True)
         return model, adapter, {"kind": "torchvision", "arch": arch, "weights": str(weights), "input_size": 224}
     options = teacher_defaults(dataset)
@@ -108,6 +109,10 @@ def measure(ctx, options, arch, weights, teacher_epochs):
         options = dataclasses.replace(options, layer=MINI_LAYER)
     generator = ctx.derive_generator("compdd", "complexity")
     scores, labels, indices = score_dataset(model, ctx.dataset, options, ctx.device, generator, adapter)
+    empty = [name for label, name in enumerate(ctx.dataset.class_names) if not bool((labels == label).any())]
+    if empty:  # a class's complexity is the mean over its images: undefined without any (never written as NaN)
+        raise ConfigError(f"{ctx.dataset.name}: no images of class {empty[0]!r} were scored ({len(empty)} such classes); "
+                          "give every class training images (option --dataset / --data-root)")  # fmt: skip
     return ComplexityResult(ctx.dataset.name, list(ctx.dataset.class_names), scores, labels, indices, description, options_dict(options))
 
 
@@ -122,7 +127,7 @@ def common_options(function):
         click.option("--seed", type=int, help="Seed of the teacher and of Smooth Grad-CAM++'s noise (default 0)."),
         click.option("--arch", help="torchvision architecture of the classifier (e.g. resnet18); needs --weights."),
         click.option("--weights", type=click.Path(path_type=Path), help="Local weights file for --arch (never downloaded)."),
-        click.option("--teacher-epochs", type=int, default=0, help="Epochs of the default trained teacher (0: its default)."),
+        click.option("--teacher-epochs", type=click.IntRange(min=0), default=0, help="Epochs of the default trained teacher (0: its default)."),
         click.option("--layer", help="CAM layer, a name from model.named_modules() (default: layer4 / the last conv block)."),
         click.option("--method", type=click.Choice(["gradcam", "smooth_gradcampp"]), default="gradcam", show_default=True),
         click.option("--threshold", type=float, default=0.5, show_default=True, help="Active pixel: map >= threshold."),
@@ -193,7 +198,7 @@ def complexity_command(datasets, plugins, out, per_image, **flags) -> None:
             writer.writerow([result.dataset, row["label"], row["class"], row["images"], f"{row['complexity']:.6f}", f"{row['std']:.6f}"])
         table.add_row(result.dataset, "[b]mean of classes[/b]", str(len(result.scores)), f"[b]{100 * result.mean():.2f}[/b]", "", end_section=True)
     payload = {"datasets": [result.to_dict(per_image) for result in results]}
-    written = _write_outputs(out, {"complexity.json": json.dumps(payload, indent=2) + "\n", "complexity.csv": buffer.getvalue()})
+    written = _write_outputs(out, {"complexity.json": json.dumps(payload, indent=2, allow_nan=False) + "\n", "complexity.csv": buffer.getvalue()})
     console = Console()
     console.print(table)
     console.print("written: " + ", ".join(map(str, written)), soft_wrap=True)
@@ -258,7 +263,7 @@ def build_command(dataset, categories, size, scores, plugins, out, materialize, 
         lines.append(f"| {subset['name']} | {100 * subset['mean_complexity']:.2f} | {classes} |")
         table.add_row(subset["name"], f"{100 * subset['mean_complexity']:.2f}", classes)
     payload = {"dataset": ctx.dataset.name, "size": size, "scores": source, "subsets": subsets}
-    written = _write_outputs(out, {"subsets.json": json.dumps(payload, indent=2) + "\n", "subsets.md": "\n".join(lines) + "\n"})
+    written = _write_outputs(out, {"subsets.json": json.dumps(payload, indent=2, allow_nan=False) + "\n", "subsets.md": "\n".join(lines) + "\n"})
     if materialize:
         written += write_trees(subsets, ctx.dataset, out)
     console = Console()

@@ -199,6 +199,10 @@ class DiffselConfig:
             raise ConfigError(
                 f"config key '{KEY}.teacher': expected '', 'trained', 'run' or 'torchvision:ARCH:PATH', got {self.teacher!r}"
             )
+        if self.teacher.startswith("torchvision:"):  # open and match the weights file now, before any work
+            from ddcore_diffsel.features import check_teacher_weights
+
+            check_teacher_weights(self.teacher)
         if self.features == "teacher" and not self.teacher:
             raise ConfigError(f"config key '{KEY}.features' = 'teacher' needs '{KEY}.teacher' (e.g. 'trained')")
         prefixes = ("local-dir:", "hf-hub:")
