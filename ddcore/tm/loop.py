@@ -288,6 +288,10 @@ def distill_tm(
     matcher = TrajectoryMatcher(ctx, initial, experts, model_spec, config, plan)
     if session is not None and session.resume_state is not None:
         matcher.load_state_dict(session.resume_state)
+    if session is not None:  # the live list: the pipeline writes it also when a later step fails
+        from ddcore.tm.distiller import LOG_FILE
+
+        session.add_artifact(LOG_FILE, matcher.log)
     every = config.checkpoint_every
     with ctx.reporter.progress("trajectory matching", total=config.iterations) as advance:
         advance(matcher.iteration)
