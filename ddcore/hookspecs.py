@@ -14,9 +14,11 @@ Implement a hook with :data:`ddcore.hookimpl`::
         return None  # abstain
 
 Core code never calls ``pm.hook`` directly: it goes through :class:`ddcore.hooks.Hooks`, which
-validates answers, applies the combination rules below and names the plugin that broke them. It calls
-each implementation on its own (to attribute answers), so hook wrappers (``wrapper=True``) are not
-supported in 0.1 and are refused with an error naming the plugin.
+validates every answer where it is produced (types, shapes and values: the ranges each spec
+states), applies the combination rules below and names the hook and the plugin that broke them
+(:class:`ddcore.PluginCallError`). It calls each implementation on its own (to attribute answers),
+so hook wrappers (``wrapper=True``) are not supported in 0.1 and are refused with an error naming
+the plugin.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def dd_register_datasets(register: Callable[..., None]) -> None:
             ``tm.preset = "auto"`` uses for it (``"digits"``: the ``digits-ipc<k>`` presets).
 
     Returns: nothing; call ``register`` for each dataset.
+
+    Checked: the dataset a factory returns must be consistent, or the run stops before its directory
+    is written with a ``PluginCallError`` naming the dataset and this plugin: ``class_names`` distinct
+    non-empty strings; ``image_shape`` ``(C, H, W)`` positive ints; ``mean`` and ``std`` one finite
+    value per channel, ``std > 0``; ``train`` and ``test`` (and ``val`` if set) non-empty, one target
+    per item, targets ints in ``[0, num_classes)``; every class present in ``train``; the first
+    image of each split a finite tensor of ``image_shape``.
 
     Combination: every plugin registers. Two plugins registering the same name is an error that
     names both.
@@ -141,6 +150,11 @@ def dd_select(ctx: "RunContext", dataset: "ImageDataset", ipc: int) -> "Selectio
     all of class 0, then class 1, ...) and ``indices`` into ``dataset.train`` when the images are
     whole training images (else ``None``); or ``None`` to abstain.
 
+    Checked (a ``PluginCallError`` naming this plugin, never the later stages): at least one image;
+    images float, ``[M, *dataset.image_shape]``, every value finite; labels an integer tensor
+    ``[M]`` with every value in ``[0, dataset.num_classes)``; ``indices``, when given, ``[M]``
+    integers in ``[0, len(dataset.train))`` whose training labels equal ``labels``.
+
     Combination: stops at the first non-None result. The built-in ``random-real`` (seeded random
     images per class) is ``trylast``. If two requested plugins implement this hook, the run stops
     before any work with an error naming both; choose one with ``--select NAME`` (config ``select``).
@@ -168,6 +182,11 @@ def dd_initialize(ctx: "RunContext", selection: "Selection") -> "DistilledSet | 
     Returns: a :class:`ddcore.distilled.DistilledSet` whose ``images`` are ``[N, C, H, W]`` float32
     normalised and whose ``labels`` are ``[N]`` int64 (hard) or ``[N, num_classes]`` float32 logits
     (soft); or ``None`` to abstain.
+
+    Checked (a ``PluginCallError`` naming this plugin): at least one image, every image value
+    finite; hard labels in ``[0, num_classes)``, soft labels finite with ``num_classes`` columns;
+    ``mean``/``std`` one value per channel; ``lr`` ``None`` or a finite number ``> 0``;
+    ``class_names`` those of ``ctx.dataset``.
 
     Combination: stops at the first non-None result. The built-in ``as-selected`` (the selected
     images unchanged, hard labels) is ``trylast``. Two requested implementers stop the run before
@@ -204,11 +223,13 @@ def dd_pixel_weights(
 
     Returns: a float tensor broadcastable to ``[N, 1, H, W]`` (``[N,1,H,W]``, ``[1,1,H,W]``,
     ``[N,1,1,1]``, ...), on ``images.device`` (not checked: a wrong device fails in the product);
-    or ``None`` to abstain.
+    or ``None`` to abstain. Every value finite and ``>= 0`` (0 masks a pixel out; values above 1
+    amplify it).
 
     Combination: the elementwise product of all non-None answers multiplies ``images.grad``
-    (broadcast over channels). No answer means weight 1. Shapes are checked; a wrong shape is an
-    error naming the plugin.
+    (broadcast over channels). No answer means weight 1. Shapes and values are checked on every
+    answer: a wrong shape, or a NaN, infinite or negative weight, is a ``PluginCallError`` naming the
+    plugin (never blamed on the distiller's learning rate).
 
     Processes: called on every process with that process's images; weights must be the same on
     every process (they multiply gradients that are averaged across processes).
@@ -235,9 +256,12 @@ def dd_supervision_weights(
         step: the outer distillation iteration, from 0.
 
     Returns: a float tensor of shape ``[P]`` (the shape of ``losses``), or ``None`` to abstain.
+    Every value finite and ``>= 0``, not all of them 0 (that leaves a ``0 / 0`` loss).
 
     Combination: the elementwise product ``w`` of all non-None answers gives the loss
-    ``sum(w * losses) / sum(w * distances)``. No answer means ``w = 1``. Shapes are checked.
+    ``sum(w * losses) / sum(w * distances)``. No answer means ``w = 1``. Shapes and values are
+    checked on every answer: a wrong shape, a NaN, infinite or negative weight, or all zeros is a
+    ``PluginCallError`` naming the plugin.
 
     Processes: called on every process for its own trajectory.
 
@@ -309,8 +333,9 @@ def dd_evaluate(ctx: "RunContext", distilled: "DistilledSet") -> "dict[str, Any]
             held-out data).
         distilled: the final distilled set (``images [N, C, H, W]``, ``labels``, ``lr``).
 
-    Returns: a dict of metric name to a number (int or float, not bool) or a list of numbers for
-    per-repeat values, or ``None`` to abstain. Other value types are an error naming the plugin.
+    Returns: a dict of metric name to a finite number (int or float, not bool) or a list of finite
+    numbers for per-repeat values, or ``None`` to abstain. Other value types, NaN and infinite
+    values are a ``PluginCallError`` naming the plugin and the metric (no result is printed).
 
     Combination: all answers are collected; keys are namespaced ``"<plugin>/<metric>"``
     (``eval/acc_mean``); a clash is an error.

@@ -109,7 +109,6 @@ class NaNMask:
         return torch.full((images.shape[0], 1, 1, 1), math.nan)
 
 
-@pytest.mark.slow
 def test_nan_pixel_weights_in_a_tm_run_blame_the_plugin_not_the_learning_rate(run_tiny):
     """Issue 14's input: NaN pixel weights used to end as "trajectory matching diverged ... lower tm.lr_img"."""
     with pytest.raises(PluginCallError) as error:

@@ -124,6 +124,6 @@ def test_periodic_evaluation_keeps_the_best_set(buffer):
         return next(scores)
 
     distilled, log = distill_tm(ctx, initial, buffer, SPEC, config, evaluate=evaluate)
-    assert [row.get("eval_acc") for row in log] == [None, 50.0, None, 40.0]
+    assert [row.get("val_acc") for row in log] == [None, 50.0, None, 40.0]
     assert torch.equal(distilled.images, seen[0]) and not torch.equal(distilled.images, seen[1])
     assert distilled.meta["best_iteration"] == 2 and distilled.meta["best_accuracy"] == 50.0

@@ -42,8 +42,8 @@ KIND_PREFIX = {"distilled": "acc", "initial": "initial_acc", "random": "random_r
 #: What each row of the metrics is, in words (printed under the metrics table by ``dd run``).
 ROW_MEANING = {
     "acc": "the distilled set",
-    "initial_acc": "the images the distiller started from (this run's own selection), same seeds and networks' seeds "
-    "as the distilled set",
+    "initial_acc": "the images the distiller started from (this run's own selection), trained with the same per-network "
+    "seeds as the distilled set",
     "random_real_acc": "a fresh random real subset of the same per-class size, drawn again for every network "
     "(not this run's selection)",
     "full_acc": "the whole training split",

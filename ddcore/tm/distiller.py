@@ -141,7 +141,7 @@ class TrajectoryMatchingDistiller(Distiller):
         if options.preset in GPU_SIZED and projection.device == "cpu":
             smaller = f"cpu-ipc{nearest_preset_ipc(ctx.config.ipc)}"
             alt = project_matching(
-                type(options)(**{**options.to_dict(), **{k: v for k, v in _preset_values(smaller).items()}, "preset": smaller}),
+                type(options)(**{**options.to_dict(), **_preset_values(smaller), "preset": smaller}),
                 family, ctx.config.ipc, ctx.model_spec, dataset, ctx.device.type, ctx.config.experts.num,
                 self.expert_epochs(), ctx.config.ipc * dataset.num_classes,
             )  # fmt: skip

@@ -200,7 +200,7 @@ class TrajectoryMatcher:
 
     def consider(self, accuracy: float) -> None:
         """Keep the current set if ``accuracy`` beats the best so far (periodic evaluation)."""
-        self.log[-1]["eval_acc"] = accuracy
+        self.log[-1]["val_acc"] = accuracy
         if self.best is None or accuracy > self.best["accuracy"]:
             current = self.current()
             self.best = {"iteration": self.iteration, "accuracy": accuracy, "images": current.images,

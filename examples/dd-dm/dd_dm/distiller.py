@@ -189,7 +189,7 @@ class DMDistiller(Distiller):
                 done = matcher.iteration
                 last = done == options.iterations
                 if options.eval_every and (done % options.eval_every == 0 or last):
-                    matcher.log[-1]["eval_acc"] = session.evaluate(matcher.current(), options.eval_runs)
+                    matcher.log[-1]["val_acc"] = session.evaluate(matcher.current(), options.eval_runs)
                 if every and (done % every == 0 or last):
                     session.save_checkpoint(done, matcher.state_dict())
                 advance(1)

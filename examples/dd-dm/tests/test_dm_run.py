@@ -59,7 +59,7 @@ def test_run_writes_the_distilled_set(tmp_path: Path) -> None:
     assert not torch.equal(saved.images, initial.images)
     log = json.loads((out / "dm_log.json").read_text())
     assert [row["iteration"] for row in log] == [0, 1, 2, 3] and all(row["loss"] > 0 for row in log)
-    assert [("eval_acc" in row) for row in log] == [False, True, False, True]  # dm.eval_every = 2: logged only
+    assert [("val_acc" in row) for row in log] == [False, True, False, True]  # dm.eval_every = 2: logged only
     assert sorted(p.name for p in (out / "checkpoints").glob("dm-*.pt")) == ["dm-00000002.pt", "dm-00000004.pt"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"

@@ -56,6 +56,9 @@ def test_dd_run_trajectory_matching_on_mini_hard(tmp_path):
         "--set", "tm.preset=digits-ipc1", "--set", "tm.iterations=2", "--set", "tm.syn_steps=2",
         "--set", "tm.expert_epochs=1", "--set", "tm.min_start_epoch=0", "--set", "tm.cur_max_start_epoch=1",
         "--set", "tm.max_start_epoch=1", "--set", "experts.num=1", "--set", "eval.width=8",
+        # a one-epoch width-8 expert gives a syn_lr gradient of ~1400: at the preset's lr_lr the learned lr would
+        # turn negative in the first iteration, which the matcher refuses (a failed distillation, not a result)
+        "--set", "tm.lr_lr=1e-7",
         "--set", "plugin.compdd.runs=1", "--set", "plugin.compdd.epochs=1", "--set", "plugin.compdd.width=8",
     ]  # fmt: skip
     result = CliRunner().invoke(cli, args)
