@@ -40,4 +40,8 @@ def eval_command(run_dir: Path, plugins, sets, quiet, **flags) -> None:
     metrics, path = evaluate_saved_run(run_dir, overrides, list(plugins), quiet=quiet)
     console = stdout()
     console.print(metrics_table(metrics, title=f"re-evaluation of {run_dir} (accuracy %)"))
+    from ddcore.builtin.evaluate import describe_rows
+
+    for line in describe_rows(metrics):  # what each row is, and the paired headline
+        console.print(line, soft_wrap=True, highlight=False)
     console.print(f"written: {path}")

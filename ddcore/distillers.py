@@ -275,7 +275,9 @@ class DistillSession:
         checkpoint_dir: where checkpoints go (``None``: an in-memory run, nothing is saved).
         resume_state: the distiller's own state from the newest readable checkpoint (``None``: a fresh
             start). The plugins' states saved with it are already restored (``dd_load_state_dict``).
-        evaluate: ``evaluate(distilled) -> accuracy %`` with the ``[eval]`` recipe, for periodic evaluation.
+        evaluate: ``evaluate(distilled, runs) -> accuracy %`` on the **validation split** carved from the
+            training split (never the test split), networks trained with the ``[eval]`` recipe: for
+            periodic evaluation and any choice among sets (see the top-level ``validation`` key).
         artifacts: ``{file name: JSON-able}`` written into the run directory as soon as the distillation
             ends, and also when it fails (so a distiller may register a list it keeps appending to, e.g.
             the loss history, and the rows up to a failure are kept).
