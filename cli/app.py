@@ -1,7 +1,9 @@
 """The ``dd`` root command: core subcommands, lazily loaded plugin subcommands, one error policy.
 
-Errors the user can fix (:class:`ddcore.DDError`) print one line and exit with status 2; a plugin
-bug prints a short traceback naming the hook and plugin and exits with status 1.
+Errors the user can fix (:class:`ddcore.DDError`) print one line and exit with status 2 (or the error's
+``exit_code``); so does an ``OSError`` from writing that the user can fix (a full disk, a quota, a
+read-only file system, no permission, a file in the way: :mod:`ddcore.storage`), wherever it was raised,
+plugin code included. A plugin bug prints a short traceback naming the hook and plugin and exits with status 1.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ _register_core_commands()
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dd`` console script."""
     from ddcore.errors import PluginCrash
+    from ddcore.storage import storage_error
 
     try:
         code = cli.main(args=argv, prog_name="dd", standalone_mode=False)
@@ -104,9 +107,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except DDError as exc:
         click.echo(exc.cli_message(), err=True)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except PluginCrash as exc:
         cause = exc.__cause__
+        storage = storage_error(cause, writing=False) if cause is not None else None
+        if storage is not None:  # a full disk in plugin code is no plugin bug
+            click.echo(f"{storage.cli_message()} (in {exc.hook}, plugin {exc.plugin})", err=True)
+            sys.exit(2)
         if cause is not None:
             traceback.print_exception(type(cause), cause, cause.__traceback__, limit=-4, file=sys.stderr)
         click.echo(f"Error: {exc}", err=True)
@@ -114,3 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except OSError as exc:
+        storage = storage_error(exc, writing=False)
+        if storage is None:
+            raise
+        click.echo(storage.cli_message(), err=True)
+        sys.exit(2)

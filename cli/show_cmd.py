@@ -9,11 +9,12 @@ import click
 
 @click.command(name="show")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print manifest and metrics as one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print manifest, metrics and the status line (state) as one JSON object.")
 def show_command(run_dir: Path, as_json: bool) -> None:
     """Summarise the run in RUN_DIR."""
     import json
 
+    from rich.markup import escape
     from rich.table import Table
 
     from ddcore import artifacts
@@ -23,7 +24,7 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     metrics_path = run_dir / artifacts.METRICS_FILE
     metrics = artifacts.read_json(metrics_path, "metrics file").get("metrics", {}) if metrics_path.exists() else {}
     if as_json:
-        click.echo(json.dumps({"manifest": manifest, "metrics": metrics}, indent=2))
+        click.echo(json.dumps({"manifest": manifest, "metrics": metrics, "state": run_state(run_dir, manifest)}, indent=2))
         return
     config = manifest.get("config", {})
     topology = manifest.get("accelerate", {})
@@ -42,7 +43,7 @@ def show_command(run_dir: Path, as_json: bool) -> None:
         "ddcore": (manifest.get("versions") or {}).get("ddcore"),
     }
     for key, value in rows.items():
-        summary.add_row(key, str(value))
+        summary.add_row(key, escape(str(value)))  # "Error [plugin]: ..." is text, not rich markup
     console = stdout()
     console.print(summary)
     stages = manifest.get("stages") or {}
@@ -61,8 +62,13 @@ def run_state(run_dir: Path, manifest: dict) -> str:
     """One line: the status, how far the run got (what its directory holds) and what can be done next.
 
     ``"failed: distilled (distilled.pt saved), evaluation failed: PluginError: ...; redo the evaluation
-    with `dd eval RUN` or `dd run --resume RUN`"``.
+    with `dd eval RUN` or `dd run --resume RUN`"``. A manifest at ``running`` whose process is gone (same
+    host; no process with its pid, or one started at another time: :func:`ddcore.artifacts.run_liveness`)
+    is ``"dead (the process N ended without finishing; last stage X; continue with dd run --resume RUN)"``;
+    the root cause a failed process of a multi-process run left in ``errors/`` is named.
     """
+    from ddcore import artifacts
+
     status = str(manifest.get("status", "?"))
     finished = manifest.get("finished") or []
     error = manifest.get("error")
@@ -79,7 +85,21 @@ def run_state(run_dir: Path, manifest: dict) -> str:
         what = {"evaluate": "evaluation", "distill": "distillation"}.get(stage or "", f"stage {stage}" if stage else "the run")
         text = f"failed: {reached}, {what} failed" + (f": {error}" if error else "")
     elif status == "running":
-        text = f"running (or killed): {reached}"
+        liveness, detail = artifacts.run_liveness(manifest)
+        stage = manifest.get("last_stage")
+        if liveness == "dead":
+            text = f"dead ({detail}; last stage {stage or 'none'}; {reached}"
+            cause = artifacts.root_cause(artifacts.read_process_errors(run_dir))
+            if cause is not None:
+                text += f"; process {cause['process']} failed: {cause.get('error')}"
+            resume = f"continue with `dd run --resume {run_dir}`"
+            if "distilled" in finished:
+                resume += f" or redo the evaluation with `dd eval {run_dir}`"
+            return f"{text}; {resume})"
+        if liveness == "alive":
+            text = f"running ({detail}; stage {stage or 'setup'}): {reached}"
+        else:
+            text = f"running (or killed; {detail}): {reached}"
     else:
         text = f"{status}: {reached}"
     if "distilled" in finished:

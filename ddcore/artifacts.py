@@ -11,7 +11,10 @@
       tm_log.json      per-iteration loss, experts, start epoch, syn_lr (distill = "tm" only)
       checkpoints/     initial.pt and the newest tm-<iteration>.pt files, for `dd run --resume`
       eval-<stamp>.json  each `dd eval RUN_DIR`'s metrics
+      errors/          process-<i>.json: each failed process's error (multi-process runs only)
 
+``manifest.json`` records the process writing it (pid, host, start time) and a heartbeat (rewritten at each
+stage boundary), so that :func:`run_liveness` tells a run that is still going from one whose process died.
 ``distilled.pt`` (and ``grid.png``, ``tm_log.json``) are written as soon as the set is distilled, before
 evaluation. A fresh run starts in a new or empty folder; ``--overwrite`` first deletes everything in a
 folder that holds a run (:func:`prepare_out_dir`); only ``dd run --resume`` reads what a folder holds.
@@ -22,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,8 @@ INITIAL_FILE = "initial.pt"
 #: What the run had recorded (``ctx.records``) and timed (stages) when the initial set was saved, so that a
 #: resumed run, which reloads the initial set instead of selecting again, reports them too.
 INITIAL_RECORDS_FILE = "initial-records.json"
+#: ``errors/process-<i>.json``: the error of process ``i`` of a multi-process run (:func:`write_process_error`).
+ERRORS_DIR = "errors"
 
 
 def class_grid(distilled: DistilledSet, pad: int = 2, min_cell: int = 32) -> torch.Tensor:
@@ -157,3 +164,78 @@ def probe_out_dir(out: Path) -> Path:
     except OSError as exc:
         raise DDError(f"run directory {out} is not writable: {exc.strerror or exc}") from None
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Which process writes the run, and whether it still lives
+# ----------------------------------------------------------------------------------------------
+
+
+def process_identity() -> dict[str, Any]:
+    """``{"pid", "host", "started"}`` of this process (``started``: its start time, seconds since the epoch,
+    so that a later process given the same pid is not mistaken for it)."""
+    import psutil
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": round(psutil.Process().create_time(), 3)}
+
+
+def run_liveness(manifest: dict[str, Any]) -> tuple[str, str]:
+    """Whether the process a ``running`` manifest names is alive: ``("alive" | "dead" | "unknown", detail)``.
+
+    ``dead``: on this host, no process has the recorded pid, or the one that has it started at another time.
+    ``unknown``: the manifest names no process (an older ddcore) or another host (``detail`` says which, and
+    when the run last wrote its heartbeat).
+    """
+    import psutil
+
+    process = manifest.get("process") or {}
+    pid, host, started = process.get("pid"), process.get("host"), process.get("started")
+    beat = manifest.get("heartbeat_at")
+    if not isinstance(pid, int) or not host:
+        return "unknown", "the manifest names no process"
+    if host != socket.gethostname():
+        return "unknown", f"process {pid} on host {host}" + (f", last heartbeat {beat}" if beat else "")
+    try:
+        current = psutil.Process(pid)
+        same = started is None or abs(current.create_time() - float(started)) < 1.0
+    except psutil.NoSuchProcess:
+        same = False
+    except psutil.AccessDenied:  # pragma: no cover - another user's process: it exists
+        same = True
+    if not same:
+        return "dead", f"the process {pid} ended without finishing"
+    return "alive", f"process {pid} on {host}" + (f", last heartbeat {beat}" if beat else "")
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors of the processes of a multi-process run
+# ----------------------------------------------------------------------------------------------
+
+
+def write_process_error(run_dir: Path, process: int, record: dict[str, Any]) -> Path:
+    """Write ``record`` (``{"process", "error", "type", "user_error", "collective", "stage", ...}``) to
+    ``run_dir/errors/process-<process>.json``, atomically."""
+    path = run_dir / ERRORS_DIR / f"process-{process}.json"
+    write_json(path, {**record, "process": process, **process_identity(), "at": time.time()})
+    return path
+
+
+def read_process_errors(run_dir: Path) -> list[dict[str, Any]]:
+    """Every readable ``errors/process-<i>.json`` of ``run_dir``, by process index (unreadable files are skipped)."""
+    found = []
+    for path in sorted((run_dir / ERRORS_DIR).glob("process-*.json")) if (run_dir / ERRORS_DIR).is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # being written by a process that died, or damaged
+        if isinstance(data, dict) and isinstance(data.get("process"), int):
+            found.append({**data, "file": str(path)})
+    return sorted(found, key=lambda record: record["process"])
+
+
+def root_cause(records: list[dict[str, Any]], exclude: int | None = None) -> dict[str, Any] | None:
+    """The first process error (lowest index, not ``exclude``) that is not a lost connection to a peer."""
+    for record in records:
+        if record["process"] != exclude and not record.get("collective"):
+            return record
+    return None

@@ -1,7 +1,9 @@
 """Atomic file writes: a killed run never leaves a half-written file behind.
 
 Each writer creates a temporary file in the destination folder, flushes and fsyncs it, then
-``os.replace``-s it over the destination (atomic on POSIX and Windows). :func:`write_json` writes strict
+``os.replace``-s it over the destination (atomic on POSIX and Windows). A write the user can make succeed
+(a full disk, a quota, a read-only file system, no permission, a file in the way) fails with a one-line
+:class:`~ddcore.storage.StorageError` naming the file. :func:`write_json` writes strict
 JSON only: a NaN or infinite number is refused (:class:`NonFiniteJSONError`) before the file is touched.
 """
 
@@ -15,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from ddcore.storage import StorageError, storage_error  # noqa: F401 (StorageError: what the writers raise)
+
 
 def _umask() -> int:
     current = os.umask(0)
@@ -24,20 +28,35 @@ def _umask() -> int:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed.
+
+    Raises:
+        StorageError: the folder cannot be created or the file cannot be written for a reason the user can
+            fix (no space left, quota, read-only file system, permission, a file in the way); one line naming
+            ``path`` (:mod:`ddcore.storage`). Other errors pass through unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (storage_error(exc, path) or exc) from exc
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        failure = storage_error(exc, path) if isinstance(exc, OSError) else None
+        if failure is not None:
+            raise failure from exc
         raise
 
 
@@ -107,8 +126,10 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file."""
+    """``torch.save`` through a temporary file (written through a Python file object, so that a full disk is
+    an ``OSError`` with its ``errno``, hence a :class:`StorageError`, not a bare ``RuntimeError``)."""
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)

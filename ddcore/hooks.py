@@ -202,9 +202,8 @@ class Hooks:
         """Product of the ``dd_supervision_weights`` answers, each of ``losses.shape``; ``None`` if all abstain.
 
         Raises:
-            PluginCallError: an answer of the wrong shape or type, with a NaN, infinite or negative
-                value, or all zeros (the loss ``sum(w * losses) / sum(w * distances)`` would be 0 / 0);
-                it names the hook and the plugin that answered.
+            PluginCallError: an answer of the wrong shape or type, or with a NaN, infinite or negative
+                value; it names the hook and the plugin that answered.
         """
         hook = "dd_supervision_weights"
         product = None
@@ -216,13 +215,12 @@ class Hooks:
                 raise self._error(hook, impl.plugin_name, f"returned {type(weights).__name__}, expected a float tensor or None")
             if tuple(weights.shape) != tuple(losses.shape):
                 raise self._error(
-                    hook, impl.plugin_name, f"returned weights of shape {list(weights.shape)}, expected the shape of losses, {list(losses.shape)}"
+                    hook, impl.plugin_name,
+                    f"returned weights of shape {list(weights.shape)}, expected the shape of losses, {list(losses.shape)}",
                 )
             problem = _weights_problem(weights)
             if problem:
                 raise self._error(hook, impl.plugin_name, f"returned {problem}; weights must be finite and >= 0")
-            if weights.numel() and not bool((weights != 0).any()):
-                raise self._error(hook, impl.plugin_name, "returned all-zero weights, which leave no supervision (0 / 0 loss)")
             product = weights if product is None else product * weights
         return product
 
@@ -261,7 +259,8 @@ class Hooks:
         dataset and the plugin that registered it.
         """
         for impl in self._impls("dd_register_datasets"):
-            self._call("dd_register_datasets", impl, register=_checked_registrar(registry.registrar(impl.plugin_name), impl.plugin_name, self))
+            register = _checked_registrar(registry.registrar(impl.plugin_name), impl.plugin_name, self)
+            self._call("dd_register_datasets", impl, register=register)
         return registry
 
     def register_distillers(self, registry: "DistillerRegistry") -> "DistillerRegistry":
@@ -310,7 +309,6 @@ class Hooks:
         return {hook: {plugin: dict(rec) for plugin, rec in per.items()} for hook, per in self.stats.items()}
 
 
-
 # -- answer checks: each returns a phrase describing the first problem, or None ------------------
 
 
@@ -331,7 +329,9 @@ def _checked_factory(name: str, factory: Callable[..., Any], plugin: str, hooks:
         if isinstance(dataset, ImageDataset):  # other types: the registry's own error
             problem = dataset_problem(dataset)
             if problem:
-                raise hooks._error("dd_register_datasets", plugin, f'dataset "{name}" factory returned an inconsistent dataset: {problem}')
+                raise hooks._error(
+                    "dd_register_datasets", plugin, f'dataset "{name}" factory returned an inconsistent dataset: {problem}'
+                )
         return dataset
 
     build.__wrapped__ = factory  # type: ignore[attr-defined]

@@ -256,11 +256,12 @@ def dd_supervision_weights(
         step: the outer distillation iteration, from 0.
 
     Returns: a float tensor of shape ``[P]`` (the shape of ``losses``), or ``None`` to abstain.
-    Every value finite and ``>= 0``, not all of them 0 (that leaves a ``0 / 0`` loss).
+    Every value finite and ``>= 0``. (All zeros are not refused here, but leave a ``0 / 0`` loss, which
+    the distiller's divergence check stops.)
 
     Combination: the elementwise product ``w`` of all non-None answers gives the loss
     ``sum(w * losses) / sum(w * distances)``. No answer means ``w = 1``. Shapes and values are
-    checked on every answer: a wrong shape, a NaN, infinite or negative weight, or all zeros is a
+    checked on every answer: a wrong shape, or a NaN, infinite or negative weight, is a
     ``PluginCallError`` naming the plugin.
 
     Processes: called on every process for its own trajectory.

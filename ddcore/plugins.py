@@ -4,6 +4,11 @@ Plugins are found through the ``ddcore`` entry-point group (metadata only: nothi
 it is requested). A run registers the built-ins and exactly the plugins it names, in order:
 ``--plugin NAME`` (an entry point), ``--plugin path/to/file.py`` (a local module) or an object passed
 to :func:`ddcore.run`.
+
+Names: an entry point is named by its entry-point name; a file or an object by its ``name`` attribute
+when it has one (a file without one: its stem, ``_`` -> ``-``). One name is one plugin: the same name
+from two different sources (an installed package and a local file, two files, two objects) is a
+:class:`~ddcore.errors.PluginLoadError` naming both, before any work.
 """
 
 from __future__ import annotations
@@ -237,7 +242,12 @@ def get_plugin_manager(requested: Sequence[str | object] = ()) -> DDPluginManage
     """A new manager with the built-ins and the ``requested`` plugins, validated.
 
     Each request is an entry-point name, a path to a ``.py`` file, or a plugin object (a module,
-    class instance or class with ``@hookimpl`` functions). Repeated names are registered once.
+    class instance or class with ``@hookimpl`` functions). The same plugin requested twice (same
+    entry point, same file content at the same path, same object) is registered once.
+
+    Raises:
+        PluginLoadError: an unknown or broken plugin, a built-in's name, or one name requested from
+            two different sources (the message names both).
     """
     pm = DDPluginManager()
     for name, module_name in BUILTIN_PLUGINS:

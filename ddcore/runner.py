@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -31,8 +34,15 @@ from ddcore.hooks import Hooks
 from ddcore.plugins import DDPluginManager, get_plugin_manager
 from ddcore.reporting import Reporter
 from ddcore.stages import StageRecorder
+from ddcore.storage import StorageError, probe_dir
 
 MANIFEST_FORMAT = 1
+#: How long the main process of a multi-process run waits for the other processes' error files when it
+#: lost its peers (a collective failed), to record the root cause instead of "Connection closed by peer".
+PEER_ERROR_WAIT_S = 10.0
+#: Words of the errors a collective raises when another process has gone (gloo, NCCL, torch.distributed).
+COLLECTIVE_ERROR_WORDS = ("connection closed by peer", "connection reset by peer", "broken pipe", "gloo", "nccl",
+                          "socket timeout", "timed out waiting", "connection refused")  # fmt: skip
 RECORDED_PACKAGES = ("ddcore", "torch", "torchvision", "accelerate", "pluggy", "kornia", "scikit-learn")
 
 
@@ -53,6 +63,52 @@ def default_cache_dir() -> Path:
         return Path(os.environ["DDCORE_CACHE"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "ddcore"
+
+
+def cache_location(config: RunConfig) -> tuple[Path, str, str]:
+    """The run's cache folder, what chose it and how to change it, for messages:
+    ``(path, "--cache-dir" | "DDCORE_CACHE" | "XDG_CACHE_HOME" | "the default cache folder", fix)``."""
+    if config.cache_dir:
+        return Path(config.cache_dir).expanduser(), "--cache-dir", "choose another --cache-dir"
+    if os.environ.get("DDCORE_CACHE"):
+        return default_cache_dir(), "DDCORE_CACHE", "set DDCORE_CACHE to a writable folder, or pass --cache-dir"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return default_cache_dir(), "XDG_CACHE_HOME", "pass --cache-dir (or set DDCORE_CACHE)"
+    return default_cache_dir(), "the default cache folder", "pass --cache-dir (or set DDCORE_CACHE)"
+
+
+class PeerFailure(DDError):
+    """Another process of a multi-process run failed first; this one then lost its peers.
+
+    ``str(err)`` names the process, its error and the file holding its traceback; ``exit_code`` is 2 when the
+    root cause is a problem the user can fix (a :class:`DDError` there), 1 otherwise (a bug).
+    """
+
+    def __init__(self, record: Mapping[str, Any], own: BaseException):
+        self.record = dict(record)
+        self.exit_code = 2 if record.get("user_error") else 1
+        super().__init__(
+            f"process {record['process']} failed: {record.get('error')} (see {record.get('file')}; this process "
+            f"then lost its peers: {type(own).__name__})"
+        )
+
+
+class ProcessTerminated(BaseException):
+    """SIGTERM reached a process of a multi-process run (``torchrun`` stops the others when one fails)."""
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is a collective that failed because a peer went away."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ProcessTerminated) or type(current).__name__ in ("DistBackendError", "DistNetworkError"):
+            return True
+        if isinstance(current, RuntimeError) and any(w in str(current).lower() for w in COLLECTIVE_ERROR_WORDS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def accelerator_available() -> bool:
@@ -154,8 +210,20 @@ class Pipeline:
         self.finished: list[str] = []
         self.fingerprint: dict[str, Any] | None = None
         self.distilled_records: list[str] | None = None  # record keys made before the set was distilled
-        if write and self.resume_dir is None and self.config.out and int(os.environ.get("RANK", "0")) == 0:
-            artifacts.check_out_dir(Path(self.config.out), self.config.overwrite)  # before any work
+        self.last_stage: str | None = None
+        self._stop_on_sigterm = False
+        # Every location the run writes, proved writable before any work (ddcore.storage): the cache folder
+        # (each process: they may not share a file system), then the run directory (the main process).
+        self.cache_dir, cache_option, cache_fix = cache_location(self.config)
+        probe_dir(self.cache_dir, cache_option, fix=cache_fix, keep=False)  # a run refused later leaves no folder
+        if write and int(os.environ.get("RANK", "0")) == 0:
+            if self.resume_dir is not None:
+                probe_dir(self.resume_dir, "--resume", fix="make the run directory writable, or start a new run with another --out")
+            elif self.config.out:
+                artifacts.check_out_dir(Path(self.config.out), self.config.overwrite)
+                probe_dir(self.config.out, "--out", keep=False)  # leaves no folder behind
+            else:
+                probe_dir("runs", "--out (default: runs/)", keep=False)
         self.pm = get_plugin_manager([*self.config.plugins, *plugins])
         self.hooks = Hooks(self.pm, select=self.config.select, initialize=self.config.initialize)
         plugin_options = validate_plugin_options(self.pm, self.config.plugin)
@@ -186,11 +254,11 @@ class Pipeline:
             generator=torch.Generator().manual_seed(self.config.seed),
             hooks=self.hooks,
             reporter=reporter,
-            cache_dir=Path(self.config.cache_dir) if self.config.cache_dir else default_cache_dir(),
+            cache_dir=self.cache_dir,
             plugin_options=plugin_options,
             distill_calls=self.distiller_entry.calls,
         )
-        self.stages = StageRecorder(on_event=reporter.note)
+        self.stages = StageRecorder(on_event=self._stage_event)
         with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
             self.distiller = self.distiller_entry.factory(self.ctx, self.config.distill_options)
         if not isinstance(self.distiller, Distiller):
@@ -228,6 +296,24 @@ class Pipeline:
             broadcast_object_list(chosen, from_process=0)
         return Path(chosen[0])
 
+    def _stage_event(self, message: str) -> None:
+        """A stage started or ended: a line in ``run.log`` and a heartbeat in the manifest (:meth:`heartbeat`)."""
+        self.ctx.reporter.note(message)
+        if message.startswith("stage ") and message.endswith(": started"):
+            self.last_stage = message[len("stage ") : -len(": started")]
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """Rewrite the ``running`` manifest with the time and the last stage (cheap; at stage boundaries), so that
+        ``dd show`` can tell a live run from a dead one. Never fails the run: a write error is left to the next
+        write that matters."""
+        if self.ctx.out_dir is None or not self.ctx.is_main_process or not self.write:
+            return
+        try:
+            self._write_manifest("running")
+        except (OSError, DDError):
+            pass
+
     def manifest(self, status: str, error: str | None = None) -> dict[str, Any]:
         ctx = self.ctx
         dataset = ctx.dataset
@@ -237,6 +323,9 @@ class Pipeline:
             "error": error,
             "finished": list(self.finished),
             "failed_stage": self.stages.failed if status == "failed" else None,
+            "process": artifacts.process_identity(),
+            "heartbeat_at": datetime.now(timezone.utc).isoformat(),
+            "last_stage": self.last_stage,
             "resumed": self.resume_dir is not None,
             "fingerprint": self.fingerprint,
             "name": run_name(self.config),
@@ -525,6 +614,88 @@ class Pipeline:
         return distilled
 
     def execute(self) -> RunResult:
+        """Do the run; see :func:`run`. In a multi-process run, a failing process writes its error to
+        ``RUN/errors/process-<i>.json`` and the main process records the root cause (:meth:`_peer_failure`)."""
+        multi = self.ctx.num_processes > 1
+        previous = self._catch_sigterm() if multi else None
+        try:
+            return self._execute()
+        except BaseException as exc:
+            self._stop_on_sigterm = False  # what follows (the error records) must not be cut short
+            if not multi:
+                raise
+            replacement = self._record_process_error(exc)
+            if replacement is not None:
+                raise replacement from None
+            raise
+        finally:
+            self.ctx.reporter.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _catch_sigterm(self) -> Any:
+        """``torchrun`` stops the other processes with SIGTERM when one fails: turn it into an exception (in the
+        main thread only), so that this process still records what happened."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def stop(signum: int, frame: Any) -> None:
+            if self._stop_on_sigterm:
+                self._stop_on_sigterm = False
+                raise ProcessTerminated("stopped by SIGTERM (another process failed)")
+
+        self._stop_on_sigterm = True
+        return signal.signal(signal.SIGTERM, stop)
+
+    def _errors_dir_run(self) -> Path | None:
+        """The run directory the processes share, once known (``--out`` or ``--resume`` before it is broadcast)."""
+        if self.ctx.out_dir is not None:
+            return self.ctx.out_dir
+        known = self.resume_dir or (Path(self.config.out) if self.config.out and self.write else None)
+        return known if known is not None and known.is_dir() else None
+
+    def _record_process_error(self, exc: BaseException) -> BaseException | None:
+        """Write this process's error to ``RUN/errors/process-<i>.json``; on the main process, when ``exc`` is a
+        collective that failed because a peer went away, wait up to :data:`PEER_ERROR_WAIT_S` for the other
+        processes' files and return the :class:`PeerFailure` naming the root cause (also recorded in the
+        manifest's ``error`` and ``run.log``). ``None``: ``exc`` is the error to report."""
+        ctx = self.ctx
+        run_dir = self._errors_dir_run()
+        if run_dir is None:
+            return None
+        collective = is_collective_failure(exc)
+        record = {
+            "error": exc.cli_message() if isinstance(exc, DDError) else f"{type(exc).__name__}: {exc}",
+            "type": type(exc).__name__,
+            "user_error": isinstance(exc, DDError),
+            "collective": collective,
+            "stage": self.stages.failed or self.last_stage,
+            "num_processes": ctx.num_processes,
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        }
+        try:
+            artifacts.write_process_error(run_dir, ctx.process_index, record)
+        except (OSError, DDError):
+            pass
+        if not (ctx.is_main_process and collective):
+            return None
+        deadline = time.monotonic() + PEER_ERROR_WAIT_S
+        cause = artifacts.root_cause(artifacts.read_process_errors(run_dir), exclude=ctx.process_index)
+        while cause is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            cause = artifacts.root_cause(artifacts.read_process_errors(run_dir), exclude=ctx.process_index)
+        if cause is None:
+            return None
+        failure = PeerFailure(cause, exc)
+        ctx.reporter.note(f"root cause: {failure}", level=logging.ERROR)
+        if ctx.out_dir is not None and self.write:
+            try:
+                self._write_manifest("failed", f"process {cause['process']}: {cause.get('error')}")
+            except Exception:  # noqa: BLE001 - reporting a failure must not replace it
+                pass
+        return failure
+
+    def _execute(self) -> RunResult:
         ctx, hooks, reporter = self.ctx, self.hooks, self.ctx.reporter
         dataset = self.build_dataset()  # checks ipc against the class sizes before anything is written
         self.check_labels()
@@ -565,26 +736,41 @@ class Pipeline:
                 self.save_distilled(distilled, session)
             with self.stages.stage("evaluate"):
                 metrics = hooks.evaluate(ctx, distilled)
+            if ctx.num_processes > 1:
+                ctx.accelerator.wait_for_everyone()  # a process that failed after the last collective fails this run
             if ctx.out_dir is not None and ctx.is_main_process:
                 artifacts.save_metrics(ctx.out_dir / artifacts.METRICS_FILE, metrics)
             reporter.note("results: " + (", ".join(f"{k} = {v}" for k, v in metrics.items() if not isinstance(v, (list, dict)))
                                          if metrics else "none (no evaluation)"))  # fmt: skip
             manifest = self._write_manifest("complete")
         except BaseException as exc:
+            self._stop_on_sigterm = False
+            if isinstance(exc, StorageError):
+                exc = exc.naming(self.write_locations())
             message = f"{type(exc).__name__}: {exc}"
             if "distilled" not in self.finished:
                 try:
                     self.write_session_artifacts(session)  # e.g. the loss history up to the failure
-                except OSError:
+                except (OSError, DDError):
                     pass
             saved = " (the distilled set is saved: redo the evaluation with `dd eval` or `dd run --resume`)" if "distilled" in self.finished else ""
             reporter.note(f"error in stage {self.stages.failed or 'setup'}: {message}{saved}", level=logging.ERROR)
-            self._write_manifest("failed", message)
+            try:
+                self._write_manifest("failed", message)
+            except (OSError, DDError) as unwritten:  # e.g. the disk is full: the original error is the one to report
+                reporter.note(f"the manifest could not be marked failed: {unwritten}", level=logging.ERROR)
+            if isinstance(exc, StorageError):
+                raise exc from None
             raise
-        finally:
-            reporter.close()
         return RunResult(ctx.out_dir, metrics, distilled, manifest, self.config)
 
+    def write_locations(self) -> dict[str, Path]:
+        """Where this run writes, by the option that chose each folder (for :class:`StorageError` messages)."""
+        found: dict[str, Path] = {}
+        if self.ctx.out_dir is not None:
+            found["--out" if self.resume_dir is None else "run directory (--resume)"] = self.ctx.out_dir
+        found["--cache-dir"] = self.cache_dir
+        return found
 
 def run(
     config: Mapping[str, Any] | RunConfig | None = None,
@@ -648,6 +834,10 @@ def resume_run(
     manifest = read_run_manifest(run_dir)
     if manifest.get("status") == "complete":
         raise DDError(f"{run_dir} holds a complete run; there is nothing to resume (re-evaluate it with `dd eval {run_dir}`)")
+    if manifest.get("status") == "running" and (manifest.get("process") or {}).get("pid") != os.getpid():
+        state, detail = artifacts.run_liveness(manifest)
+        if state == "alive":
+            raise DDError(f"{run_dir} is still running ({detail}); wait for it to end, or stop it before resuming")
     overrides = dict(overrides or {})
     if overrides.get("out") and Path(str(overrides["out"])).resolve() == run_dir.resolve():
         overrides.pop("out")
@@ -682,6 +872,8 @@ def evaluate_saved_run(
     run_dir = Path(run_dir)
     manifest = read_run_manifest(run_dir)
     require_distilled(run_dir, manifest)
+    if int(os.environ.get("RANK", "0")) == 0:
+        probe_dir(run_dir, "RUN_DIR", fix="make it writable (dd eval writes eval-<stamp>.json there)")
     distilled = DistilledSet.load(run_dir / artifacts.DISTILLED_FILE)
     recorded = recorded_config(manifest)
     pipeline = Pipeline(deep_merge(recorded, dict(overrides or {})), plugins, quiet=quiet, write=False)
@@ -718,6 +910,9 @@ def require_distilled(run_dir: Path, manifest: Mapping[str, Any]) -> None:
         return
     where = f" in stage {manifest['failed_stage']}" if manifest.get("failed_stage") else ""
     state = {"running": "is still running, or was killed,", "failed": f"failed{where}"}.get(str(status), f"is {status}")
+    if status == "running":
+        liveness, detail = artifacts.run_liveness(dict(manifest))
+        state = {"alive": f"is still running ({detail})", "dead": f"died ({detail})"}.get(liveness, state)
     raise DDError(
         f"{run_dir} holds no distilled set ({artifacts.DISTILLED_FILE}): the run {state} before its distillation "
         f"finished; continue it with `dd run --resume {run_dir}`"

@@ -87,7 +87,6 @@ def test_pixel_weights_zero_is_a_valid_mask():
     (torch.tensor([1.0, math.nan, 1.0]), "1 NaN weight"),
     (torch.tensor([1.0, -1.0, 1.0]), "1 negative weight"),
     (torch.tensor([math.inf, 1.0, 1.0]), "1 infinite weight"),
-    (torch.zeros(3), "all-zero weights"),
 ])  # fmt: skip
 def test_supervision_weights_values_are_checked_and_blamed(weights, fragment):
     hooks = bare_hooks(SupervisionWeights("dropper", weights))

@@ -15,6 +15,10 @@ gathered. The rows, all with the same evaluator (:data:`ROW_MEANING` says what e
   distilled set's per-class counts, drawn again for every repeat (not the run's own selection).
 - ``full`` (``full_acc_*``, ``--baseline full``): the whole training split, ``full_epochs``.
 
+The networks of one row are trained together as one vmapped batch (:mod:`ddcore.ensemble`, ``eval.batched``:
+``auto`` where the network allows it, e.g. not BatchNorm; ``on``; ``off``), with each repeat's own seeds, so
+the numbers are those of training them one by one (to float rounding); the plan is recorded as ``eval_batched``.
+
 Accuracy is in percent on the real test split, measured once at the end; std is the population std over
 repeats. When the run carved a validation split (:mod:`ddcore.data.split`), every row also reports
 ``*val_acc*`` of the same networks on it (``val_acc_*``, ``initial_val_acc_*``, ...): what a script may
@@ -31,7 +35,8 @@ from accelerate.utils import gather_object
 
 from ddcore.builtin.selection import random_per_class
 from ddcore.distilled import DistilledSet
-from ddcore.errors import PluginError
+from ddcore.ensemble import Member, ensemble_accuracy, train_ensemble, unbatchable_reason
+from ddcore.errors import ConfigError, PluginError
 from ddcore.evaluation import paired_difference
 from ddcore.hookspecs import hookimpl
 from ddcore.models import build_model
@@ -72,8 +77,20 @@ def train_once(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind
     ``kind``: ``"distilled"`` or ``"initial"`` (train on ``distilled``, the set given: both use the seeds of
     ``"distilled"``, so they are paired), ``"random"`` or ``"full"``.
     """
+    channels, size, _ = ctx.dataset.image_shape
+    member = job_member(ctx, settings, distilled, kind, repeat)
+    with torch.random.fork_rng(devices=fork_devices(ctx.device)):
+        torch.manual_seed(member.seed)
+        model = build_model(settings.model, ctx.dataset.num_classes, channels, size)
+        train_network(model, member.batches, member.recipe, ctx.device, size)
+    return model
+
+
+def job_member(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind: str, repeat: int) -> Member:
+    """Job ``(kind, repeat)``'s network as a :class:`ddcore.ensemble.Member`: its init seed
+    (``derive_seed(seed, "eval", kind, repeat, "init")``), its batches (own shuffle generator; for
+    ``"random"`` its own subset) and its recipe (the learned lr of ``distilled`` when used)."""
     dataset = ctx.dataset
-    channels, size, _ = dataset.image_shape
     seed_kind = "distilled" if kind == "initial" else kind  # the paired row shares the distilled row's seeds
     shuffle = ctx.derive_generator("eval", seed_kind, repeat, "shuffle")
     recipe = settings.recipe
@@ -95,11 +112,34 @@ def train_once(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind
         batches = lambda _epoch: loader  # noqa: E731
     else:  # pragma: no cover - kinds come from the config validator
         raise ValueError(kind)
-    with torch.random.fork_rng(devices=fork_devices(ctx.device)):
-        torch.manual_seed(ctx.derive_seed("eval", seed_kind, repeat, "init"))
-        model = build_model(settings.model, dataset.num_classes, channels, size)
-        train_network(model, batches, recipe, ctx.device, size)
-    return model
+    return Member(ctx.derive_seed("eval", seed_kind, repeat, "init"), batches, recipe)
+
+
+def train_jobs(ctx, settings: ResolvedEval, sets, jobs, splits: tuple[str, ...], mode: str, advance) -> list[tuple]:
+    """Train and test this process's ``jobs`` (``(kind, repeat)`` pairs): ``[(kind, repeat, {split: accuracy %})]``.
+
+    The networks of one kind are trained together (:func:`ddcore.ensemble.train_ensemble`, ``mode`` =
+    ``eval.batched``; the ``"full"`` row streams the training split and is trained one by one); each network's
+    seeds are its job's, so the results are those of :func:`train_once`. Records ``eval_batched`` (each
+    kind's :class:`~ddcore.ensemble.EnsemblePlan`).
+    """
+    channels, size, _ = ctx.dataset.image_shape
+    build = lambda: build_model(settings.model, ctx.dataset.num_classes, channels, size)  # noqa: E731
+    rows, plans = [], {}
+    for kind in dict.fromkeys(kind for kind, _ in jobs):
+        repeats = [repeat for job_kind, repeat in jobs if job_kind == kind]
+        members = [job_member(ctx, settings, sets.get(kind), kind, repeat) for repeat in repeats]
+        run = train_ensemble(build, members, ctx.device, ctx.dataset.image_shape, mode="off" if kind == "full" else mode)
+        plans[kind] = run.plan.to_dict()
+        accuracy = {
+            split: ensemble_accuracy(run.models, ctx.dataset.loader(split, settings.test_batch_size), ctx.device,
+                                     group_size=run.plan.group_size)  # fmt: skip
+            for split in splits
+        }
+        rows += [(kind, repeat, {split: 100.0 * accuracy[split][i] for split in splits}) for i, repeat in enumerate(repeats)]
+        advance(len(repeats))
+    ctx.record("eval_batched", plans)
+    return rows
 
 
 def evaluate_splits(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind: str, repeat: int,
@@ -129,15 +169,19 @@ def dd_evaluate(ctx, distilled):
     initial = paired_initial(ctx)
     splits = ("test", "val") if getattr(ctx.dataset, "val", None) is not None else ("test",)
     kinds = ("distilled", *(("initial",) if initial is not None else ()), *settings.baseline)
-    sets = {"initial": initial}
+    sets = {kind: initial if kind == "initial" else distilled for kind in kinds}
     jobs = [(kind, r) for kind in kinds for r in range(settings.runs)]
     mine = jobs[ctx.process_index :: ctx.num_processes]
-    results = []
+    mode = getattr(ctx.config.eval, "batched", "auto")
+    if mode == "on":
+        channels, size, _ = ctx.dataset.image_shape
+        with torch.random.fork_rng(devices=fork_devices(ctx.device)):
+            reason = unbatchable_reason(build_model(settings.model, ctx.dataset.num_classes, channels, size))
+        if reason is not None:
+            raise ConfigError(f"config key 'eval.batched' is 'on' but {reason}; set eval.batched to 'auto' or 'off'")
     with ctx.reporter.progress(f"evaluating ({len(jobs)} networks)", total=len(mine)) as advance:
-        for kind, repeat in mine:
-            accuracy = evaluate_splits(ctx, settings, sets.get(kind, distilled), kind, repeat, splits)
-            results.append((kind, repeat, accuracy, ctx.process_index))
-            advance(1)
+        rows = train_jobs(ctx, settings, sets, mine, splits, mode, advance)
+    results = [(kind, repeat, accuracy, ctx.process_index) for kind, repeat, accuracy in rows]
     gathered = sorted(gather_object(results) if ctx.num_processes > 1 else results, key=lambda row: (row[0], row[1]))
     metrics: dict[str, object] = {}
     for kind, prefix in KIND_PREFIX.items():

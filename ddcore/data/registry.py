@@ -51,6 +51,12 @@ class DatasetRegistry:
         if name not in self.entries:
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f' Did you mean "{close[0]}"?' if close else ""
+            family = name.split("/", 1)[0]
+            if "/" in name and family not in {entry.plugin for entry in self.entries.values()}:
+                from ddcore.plugins import installed_entry_points
+
+                if family in installed_entry_points():  # benchmark datasets are named <plugin>/<name>
+                    hint = f" It looks like a dataset of the installed plugin {family}: add --plugin {family}."
             raise ConfigError(
                 f'unknown dataset "{name}" (option --dataset).{hint} Available: {", ".join(self.names())}'
             )
