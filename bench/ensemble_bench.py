@@ -102,6 +102,10 @@ def main() -> int:
     print("(a) evaluation networks (seconds; batched/one: target <= 2 at K = 6, IPC 1)")
     print(f"  {'IPC':>3} {'K':>3} {'one':>8} {'K loop':>8} {'K batched':>10} {'batched/one':>12} {'loop/batched':>13} {'max |dparam|':>13}")
     by_class = dataset.indices_by_class("train")
+    warm = type(recipe)(**{**recipe.to_dict(), "epochs": 1})  # imports (kornia), oneDNN primitives: not timed
+    for mode in ("off", "on"):
+        images, labels = dataset.load("train", [idx[0] for idx in by_class])
+        train_ensemble(build, eval_members(images, labels, warm, 2), device, dataset.image_shape, mode=mode)
     for ipc in ipcs:
         images, labels = dataset.load("train", [i for idx in by_class for i in idx[:ipc]])
         one, _ = timed(lambda: train_ensemble(build, eval_members(images, labels, recipe, 1), device, dataset.image_shape, mode="off"))

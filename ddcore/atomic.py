@@ -9,15 +9,21 @@ JSON only: a NaN or infinite number is refused (:class:`NonFiniteJSONError`) bef
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 from ddcore.storage import StorageError, storage_error  # noqa: F401 (StorageError: what the writers raise)
+
+
+#: Free bytes below which a failed ``torch.save`` is taken for a full disk.
+_FULL_BYTES = 1 << 20
 
 
 def _umask() -> int:
@@ -126,10 +132,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file (written through a Python file object, so that a full disk is
-    an ``OSError`` with its ``errno``, hence a :class:`StorageError`, not a bare ``RuntimeError``)."""
+    """``torch.save`` through a temporary file; a full disk is a :class:`StorageError` (torch's own error for
+    it, a ``RuntimeError`` without ``errno``, is recognised by the free space left)."""
     import torch
 
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(obj, handle)
+        except RuntimeError as exc:  # torch's zip writer reports a short write as "unexpected pos ..." (no errno)
+            if shutil.disk_usage(tmp.parent).free < _FULL_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+            raise

@@ -152,7 +152,7 @@ class EvalConfig:
     labels: LabelMode = "auto"
     baseline: list[str] = field(default_factory=list)
     test_batch_size: Annotated[int, Range(ge=1)] = 500
-    # train the repeats as vmapped batches (ddcore.ensemble): auto (where the network allows), on, off
+    # train the repeats as vmapped batches (ddcore.ensemble): auto (GPU, where the network allows), on, off
     batched: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """Training K networks of one architecture together (``torch.func``): evaluation repeats, baselines, experts.
 
 Dataset distillation trains many small networks on tiny sets (an evaluation is 5-100 trainings of a
-ConvNet on 10-500 images); one such training keeps neither two CPU cores nor a GPU busy. This module
+ConvNet on 10-500 images); one such training leaves a GPU mostly idle (kernels too small). This module
 trains K of them as one batched computation: the K networks' parameters are stacked
 (:func:`torch.func.stack_module_state`), one forward/backward runs all of them
 (:func:`torch.func.vmap` over :func:`torch.func.functional_call`), and one ``torch.optim`` optimiser
@@ -25,7 +25,9 @@ tensors is exactly K independent optimisers *when they share the lr*: members ar
 
 **What is not batched** (trained one by one with :func:`~ddcore.training.train_network`, same seeds,
 same results): networks with buffers (BatchNorm running statistics do not vmap cleanly) or dropout
-(:func:`unbatchable_reason`), and ``mode="off"``. Members whose batches differ in shape at the same step
+(:func:`unbatchable_reason`), ``mode="off"``, and ``mode="auto"`` on the CPU (a small ConvNet's step is
+compute-bound there: batching saves dispatch overhead but measured no faster on the 2-core CPU; ``"on"``
+batches there too). Members whose batches differ in shape at the same step
 (training sets of different sizes) cannot share a group: :func:`train_ensemble` raises ``ValueError``.
 
 **Memory guard.** :func:`plan_group_size` projects the bytes one network needs while training (parameters,
@@ -66,8 +68,10 @@ from ddcore.training import (
 )
 
 BatchedMode = Literal["auto", "on", "off"]
-#: ``auto``: batch where the network allows it and there are at least two networks to train, else the loop;
-#: ``on``: batch (an error when the network cannot be batched); ``off``: one by one.
+#: ``auto``: batch on a GPU where the network allows it and there are at least two networks, else the loop
+#: (on the CPU the loop: a small ConvNet's step is FLOP-bound there, batching measured no faster, see
+#: bench/ensemble_bench.py); ``on``: batch on any device (an error when the network cannot be batched);
+#: ``off``: one by one.
 BATCHED_MODES = ("auto", "on", "off")
 #: Fraction of the device's free memory a batch of networks may use (CUDA), and of the available RAM (CPU).
 CUDA_MEMORY_FRACTION = 0.8
@@ -126,7 +130,8 @@ class EnsemblePlan:
 
 @dataclass
 class EnsembleRun:
-    """The trained networks (``models[k]`` is member ``k``'s, an ordinary ``nn.Module``) and the :class:`EnsemblePlan`."""
+    """The trained networks (``models[k]`` is member ``k``'s, an ordinary ``nn.Module``) and the
+    :class:`EnsemblePlan`."""
 
     models: list[nn.Module]
     plan: EnsemblePlan
@@ -158,20 +163,33 @@ def network_bytes(model: nn.Module, recipe: TrainRecipe, input_shape: Sequence[i
     """
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     states = {"sgd": 1 if recipe.momentum > 0 else 0, "adam": 2, "adamw": 2}.get(recipe.optimizer, 2)
-    outputs = [0]
-
-    def count(_module: nn.Module, _inputs: object, out: torch.Tensor) -> None:
-        outputs[0] += out.numel() * out.element_size()
-
-    with torch.no_grad():
-        meta = copy.deepcopy(model).to("meta")
-        for module in meta.modules():
-            if not list(module.children()):
-                module.register_forward_hook(count)
-        meta(torch.empty(1, *input_shape, device="meta"))
+    outputs = _leaf_output_bytes(model, input_shape)
     batch = recipe.batch_size
     input_bytes = batch * int(torch.tensor(input_shape).prod()) * 4
-    return param_bytes * (2 + states) + 2 * outputs[0] * batch + input_bytes
+    return param_bytes * (2 + states) + 2 * outputs * batch + input_bytes
+
+
+@torch.no_grad()
+def _leaf_output_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Bytes of the outputs of every leaf module of ``model`` for one input of ``input_shape``: on the meta
+    device (shapes only), else on a CPU copy for a module without meta kernels."""
+    for device in ("meta", "cpu"):
+        total = [0]
+
+        def count(_module: nn.Module, _inputs: object, out: torch.Tensor) -> None:
+            total[0] += out.numel() * out.element_size()
+
+        try:
+            probe = copy.deepcopy(model).to(device)
+            for module in probe.modules():
+                if not list(module.children()):
+                    module.register_forward_hook(count)
+            probe(torch.zeros(1, *input_shape, device=device))
+            return total[0]
+        except (NotImplementedError, RuntimeError):
+            if device == "cpu":
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def memory_budget(device: torch.device) -> int:
@@ -189,8 +207,10 @@ def plan_group_size(per_network: int, budget: int, networks: int, max_group: int
     """How many networks to train together: as many as ``budget // per_network`` (at least 1), at most
     ``networks`` and ``max_group``.
 
-    >>> plan_group_size(100, 1000, 6), plan_group_size(100, 250, 6), plan_group_size(100, 50, 6), plan_group_size(1, 10**9, 6, 4)
-    (6, 2, 1, 4)
+    >>> plan_group_size(100, 1000, 6), plan_group_size(100, 250, 6), plan_group_size(100, 50, 6)
+    (6, 2, 1)
+    >>> plan_group_size(1, 10**9, 6, max_group=4)
+    4
     """
     size = max(1, min(networks, budget // max(1, per_network)))
     return max(1, min(size, max_group)) if max_group else size
@@ -334,6 +354,8 @@ def train_ensemble(
     reason = unbatchable_reason(probe)
     if mode == "on" and reason is not None:
         raise ConfigError(f"batched training was asked for ('on') but {reason}; set it to 'auto' or 'off'")
+    if mode == "auto" and reason is None and device.type != "cuda":
+        reason = "'auto' batches on a GPU only (on the CPU batching measured no faster: bench/ensemble_bench.py)"
     if mode == "off" or reason is not None or (mode == "auto" and len(members) < 2):
         why = "batched training is off" if mode == "off" else reason or "only one network"
         models = []
@@ -343,9 +365,12 @@ def train_ensemble(
                 model = build()
                 report = None
                 if on_epoch is not None:
-                    report = lambda e, i=index, m=model: on_epoch(i, e, {n: p.detach() for n, p in m.named_parameters()})  # noqa: E731
+                    report = lambda e, i=index, m=model: on_epoch(  # noqa: E731
+                        i, e, {n: p.detach() for n, p in m.named_parameters()}
+                    )
                 models.append(train_network(model, member.batches, member.recipe, device, image_size, on_epoch=report))
-        plan = EnsemblePlan(False, f"one by one: {why}", len(members), 1, [[i] for i in range(len(members))], device=str(device))
+        singles = [[i] for i in range(len(members))]
+        plan = EnsemblePlan(False, f"one by one: {why}", len(members), 1, singles, device=str(device))
         return EnsembleRun(models, plan)
 
     per_network = max((network_bytes(probe, m.recipe, input_shape) for m in members), default=0)
@@ -372,10 +397,12 @@ def ensemble_accuracy(
     device: torch.device | str,
     *,
     group_size: int | None = None,
+    batched: bool = True,
 ) -> list[float]:
     """Top-1 accuracy in [0, 1] of each of ``models`` over every batch of ``loader``: ``[K]`` floats, the
     same as :func:`~ddcore.training.accuracy_on` for each (one pass over the data per group of
-    ``group_size`` networks, vmapped; one by one for networks :func:`unbatchable_reason` rejects).
+    ``group_size`` networks, vmapped; one by one when ``batched`` is false or for networks
+    :func:`unbatchable_reason` rejects).
     The caller's RNG state is left untouched (a ``DataLoader`` may draw its base seed from it).
     """
     from torch.func import functional_call, stack_module_state, vmap
@@ -385,7 +412,7 @@ def ensemble_accuracy(
     if not models:
         return []
     with torch.random.fork_rng(devices=fork_devices(device)):
-        if len(models) == 1 or unbatchable_reason(models[0]) is not None:
+        if not batched or len(models) == 1 or unbatchable_reason(models[0]) is not None:
             return [accuracy_on(model, loader, device) for model in models]
         size = group_size or len(models)
         accuracies: list[float] = []

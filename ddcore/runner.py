@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 import signal
 import sys
 import threading
@@ -288,6 +289,7 @@ class Pipeline:
         chosen: list[Any] = [None]
         if accelerator.is_main_process and self.resume_dir is not None:
             chosen = [str(artifacts.probe_out_dir(self.resume_dir))]
+            shutil.rmtree(self.resume_dir / artifacts.ERRORS_DIR, ignore_errors=True)  # an earlier attempt's errors
         elif accelerator.is_main_process:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path(self.config.out) if self.config.out else Path("runs") / f"{stamp}-{run_name(self.config)}"
@@ -311,7 +313,7 @@ class Pipeline:
             return
         try:
             self._write_manifest("running")
-        except (OSError, DDError):
+        except Exception:  # noqa: BLE001 - the writes that matter (stage ends, failure) report it
             pass
 
     def manifest(self, status: str, error: str | None = None) -> dict[str, Any]:
@@ -615,7 +617,7 @@ class Pipeline:
 
     def execute(self) -> RunResult:
         """Do the run; see :func:`run`. In a multi-process run, a failing process writes its error to
-        ``RUN/errors/process-<i>.json`` and the main process records the root cause (:meth:`_peer_failure`)."""
+        ``RUN/errors/process-<i>.json`` and the main process records the root cause (:meth:`_record_process_error`)."""
         multi = self.ctx.num_processes > 1
         previous = self._catch_sigterm() if multi else None
         try:
@@ -680,10 +682,15 @@ class Pipeline:
         if not (ctx.is_main_process and collective):
             return None
         deadline = time.monotonic() + PEER_ERROR_WAIT_S
-        cause = artifacts.root_cause(artifacts.read_process_errors(run_dir), exclude=ctx.process_index)
+
+        def peer_cause() -> dict[str, Any] | None:  # this attempt's files only (the processes start together)
+            records = [r for r in artifacts.read_process_errors(run_dir) if float(r.get("at") or 0) >= self.started - 5]
+            return artifacts.root_cause(records, exclude=ctx.process_index)
+
+        cause = peer_cause()
         while cause is None and time.monotonic() < deadline:
             time.sleep(0.2)
-            cause = artifacts.root_cause(artifacts.read_process_errors(run_dir), exclude=ctx.process_index)
+            cause = peer_cause()
         if cause is None:
             return None
         failure = PeerFailure(cause, exc)

@@ -123,15 +123,15 @@ def probe_dir(folder: str | os.PathLike, option: str, *, keep: bool = True, fix:
     Returns: ``folder`` as a :class:`~pathlib.Path`.
 
     Raises:
-        StorageError: one line, ``"--cache-dir /etc/hostname/x: /etc/hostname is a file, not a folder;
-            choose another --cache-dir"``, or the cause (permission denied, read-only file system, no space
+        StorageError: one line, ``"--cache-dir /etc/hostname/x is not writable: /etc/hostname is a file, not
+            a folder; choose another --cache-dir"``, or the cause (permission denied, read-only file system, no space
             left on device) for ``folder``.
     """
     folder = Path(folder).expanduser()
     change = fix or f"choose another {option}"
     blocking = _blocking_file(folder)
     if blocking is not None:
-        raise StorageError(f"{option} {folder}: {blocking} is a file, not a folder", None, errno_code=errno.ENOTDIR, fix=change)
+        raise StorageError(f"{option} {folder} is not writable: {blocking} is a file, not a folder", None, errno_code=errno.ENOTDIR, fix=change)
     created = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
     probe = folder / f".ddcore-write-probe-{os.getpid()}"
     try:

@@ -145,3 +145,11 @@ def test_other_processes_only_write_their_own_file(main_process, tmp_path):
     assert main_process._record_process_error(lost_peer()) is None
     assert (tmp_path / "run" / "errors" / "process-1.json").is_file()
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_an_earlier_attempts_error_file_is_not_taken_for_the_root_cause(main_process, tmp_path):
+    """A resumed run's folder may hold the errors of the attempt before: written before this one started."""
+    stale = {"process": 1, "error": "Error: an old failure", "user_error": True, "collective": False, "at": main_process.started - 3600}
+    (tmp_path / "run" / "errors").mkdir()
+    (tmp_path / "run" / "errors" / "process-1.json").write_text(json.dumps(stale))
+    assert main_process._record_process_error(lost_peer()) is None

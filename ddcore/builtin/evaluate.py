@@ -16,8 +16,9 @@ gathered. The rows, all with the same evaluator (:data:`ROW_MEANING` says what e
 - ``full`` (``full_acc_*``, ``--baseline full``): the whole training split, ``full_epochs``.
 
 The networks of one row are trained together as one vmapped batch (:mod:`ddcore.ensemble`, ``eval.batched``:
-``auto`` where the network allows it, e.g. not BatchNorm; ``on``; ``off``), with each repeat's own seeds, so
-the numbers are those of training them one by one (to float rounding); the plan is recorded as ``eval_batched``.
+``auto`` on a GPU where the network allows it, e.g. not BatchNorm, one by one on the CPU; ``on``; ``off``), with
+each repeat's own seeds, so the numbers are those of training them one by one (to float rounding); the plan
+is recorded as ``eval_batched``.
 
 Accuracy is in percent on the real test split, measured once at the end; std is the population std over
 repeats. When the run carved a validation split (:mod:`ddcore.data.split`), every row also reports
@@ -133,7 +134,7 @@ def train_jobs(ctx, settings: ResolvedEval, sets, jobs, splits: tuple[str, ...],
         plans[kind] = run.plan.to_dict()
         accuracy = {
             split: ensemble_accuracy(run.models, ctx.dataset.loader(split, settings.test_batch_size), ctx.device,
-                                     group_size=run.plan.group_size)  # fmt: skip
+                                     group_size=run.plan.group_size, batched=run.plan.batched)  # fmt: skip
             for split in splits
         }
         rows += [(kind, repeat, {split: 100.0 * accuracy[split][i] for split in splits}) for i, repeat in enumerate(repeats)]
