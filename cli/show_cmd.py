@@ -96,8 +96,8 @@ def run_state(run_dir: Path, manifest: dict) -> str:
             if "distilled" in finished:
                 resume += f" or redo the evaluation with `dd eval {run_dir}`"
             return f"{text}; {resume})"
-        if liveness == "alive":
-            text = f"running ({detail}; stage {stage or 'setup'}): {reached}"
+        if liveness == "alive":  # nothing to do but wait
+            return f"running ({detail}; stage {stage or 'setup'}): {reached}"
         else:
             text = f"running (or killed; {detail}): {reached}"
     else:

@@ -159,6 +159,11 @@ class EvalConfig:
         for name in self.baseline:
             if name not in BASELINES:
                 raise ConfigError(f"config key 'eval.baseline': unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+        if self.batched == "on" and (self.norm == "batchnorm" or self.model == "resnet18"):
+            raise ConfigError(  # running statistics do not vmap cleanly (ddcore.ensemble.loop_reason)
+                "config key 'eval.batched' = 'on' cannot train BatchNorm networks together "
+                f"(eval.norm = {self.norm!r}, eval.model = {self.model!r}); use 'auto' or 'off'"
+            )
 
 
 @dataclass

@@ -58,8 +58,8 @@ from ddcore.errors import ConfigError
 from ddcore.training import (
     Batches,
     TrainRecipe,
-    _lr_factor,
-    _optimizer,
+    lr_factor,
+    make_optimizer,
     accuracy_on,
     fork_devices,
     make_augment,
@@ -127,6 +127,11 @@ class EnsemblePlan:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def one_by_one(cls, reason: str, networks: int, device: torch.device | str) -> "EnsemblePlan":
+        """The plan of ``networks`` trained one by one because of ``reason`` (:func:`loop_reason`)."""
+        return cls(False, f"one by one: {reason}", networks, 1, [[i] for i in range(networks)], device=str(device))
+
 
 @dataclass
 class EnsembleRun:
@@ -153,6 +158,29 @@ def unbatchable_reason(model: nn.Module) -> str | None:
     if buffers:
         return f"the network has buffers ({', '.join(buffers[:3])}) that training would update in place"
     return None
+
+
+def loop_reason(model: nn.Module, mode: BatchedMode, device: torch.device | str, networks: int) -> str | None:
+    """Why ``networks`` networks like ``model`` are trained one by one under ``mode`` on ``device``, or ``None``
+    when :func:`train_ensemble` batches them (the rule it applies; callers that keep their own one-by-one
+    path use it to choose).
+
+    Raises :class:`ConfigError` for an unknown ``mode``, or ``mode="on"`` with a network
+    :func:`unbatchable_reason` rejects.
+    """
+    if mode not in BATCHED_MODES:
+        raise ConfigError(f"batched training: unknown mode {mode!r}; choose one of {', '.join(BATCHED_MODES)}")
+    if mode == "off":
+        return "batched training is off"
+    reason = unbatchable_reason(model)
+    if mode == "on" and reason is not None:
+        raise ConfigError(f"batched training was asked for ('on') but {reason}; set it to 'auto' or 'off'")
+    if reason is None and mode == "auto":
+        if torch.device(device).type != "cuda":
+            reason = "'auto' batches on a GPU only (on the CPU batching measured no faster: bench/ensemble_bench.py)"
+        elif networks < 2:
+            reason = "only one network"
+    return reason
 
 
 def network_bytes(model: nn.Module, recipe: TrainRecipe, input_shape: Sequence[int]) -> int:
@@ -264,8 +292,8 @@ def _train_group(
         return _loss(functional_call(base, (p, b), (images,)), labels)
 
     losses_of = vmap(one_loss)
-    optimizer = _optimizer(recipe, params.values())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe.schedule, recipe.epochs))
+    optimizer = make_optimizer(recipe, params.values())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe.schedule, recipe.epochs))
     for epoch in range(recipe.epochs):
         iterators = []
         for k, index in enumerate(indices):
@@ -343,21 +371,14 @@ def train_ensemble(
             unknown ``mode``.
         ValueError: members of one group whose batches differ in shape or count.
     """
-    if mode not in BATCHED_MODES:
-        raise ConfigError(f"batched training: unknown mode {mode!r}; choose one of {', '.join(BATCHED_MODES)}")
     device = torch.device(device)
     members = list(members)
     input_shape = tuple(int(n) for n in input_shape)
     image_size = input_shape[-1]
     with torch.random.fork_rng(devices=fork_devices(device)):
         probe = build()
-    reason = unbatchable_reason(probe)
-    if mode == "on" and reason is not None:
-        raise ConfigError(f"batched training was asked for ('on') but {reason}; set it to 'auto' or 'off'")
-    if mode == "auto" and reason is None and device.type != "cuda":
-        reason = "'auto' batches on a GPU only (on the CPU batching measured no faster: bench/ensemble_bench.py)"
-    if mode == "off" or reason is not None or (mode == "auto" and len(members) < 2):
-        why = "batched training is off" if mode == "off" else reason or "only one network"
+    reason = loop_reason(probe, mode, device, len(members))
+    if reason is not None:
         models = []
         with torch.random.fork_rng(devices=fork_devices(device)):
             for index, member in enumerate(members):
@@ -369,9 +390,7 @@ def train_ensemble(
                         i, e, {n: p.detach() for n, p in m.named_parameters()}
                     )
                 models.append(train_network(model, member.batches, member.recipe, device, image_size, on_epoch=report))
-        singles = [[i] for i in range(len(members))]
-        plan = EnsemblePlan(False, f"one by one: {why}", len(members), 1, singles, device=str(device))
-        return EnsembleRun(models, plan)
+        return EnsembleRun(models, EnsemblePlan.one_by_one(reason, len(members), device))
 
     per_network = max((network_bytes(probe, m.recipe, input_shape) for m in members), default=0)
     budget = memory_budget(device)

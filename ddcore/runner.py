@@ -216,7 +216,8 @@ class Pipeline:
         # Every location the run writes, proved writable before any work (ddcore.storage): the cache folder
         # (each process: they may not share a file system), then the run directory (the main process).
         self.cache_dir, cache_option, cache_fix = cache_location(self.config)
-        probe_dir(self.cache_dir, cache_option, fix=cache_fix, keep=False)  # a run refused later leaves no folder
+        launched_together = int(os.environ.get("WORLD_SIZE", "1")) > 1  # then one process may probe in the other's folder
+        probe_dir(self.cache_dir, cache_option, fix=cache_fix, keep=launched_together)  # else a refused run leaves no folder
         if write and int(os.environ.get("RANK", "0")) == 0:
             if self.resume_dir is not None:
                 probe_dir(self.resume_dir, "--resume", fix="make the run directory writable, or start a new run with another --out")
@@ -624,11 +625,12 @@ class Pipeline:
             return self._execute()
         except BaseException as exc:
             self._stop_on_sigterm = False  # what follows (the error records) must not be cut short
-            if not multi:
-                raise
-            replacement = self._record_process_error(exc)
+            named = exc.naming(self.write_locations()) if isinstance(exc, StorageError) else exc  # the option to change
+            replacement = self._record_process_error(named) if multi else None
             if replacement is not None:
                 raise replacement from None
+            if named is not exc:
+                raise named from None
             raise
         finally:
             self.ctx.reporter.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from pathlib import Path
 from typing import Mapping
 
@@ -131,7 +130,8 @@ def probe_dir(folder: str | os.PathLike, option: str, *, keep: bool = True, fix:
     change = fix or f"choose another {option}"
     blocking = _blocking_file(folder)
     if blocking is not None:
-        raise StorageError(f"{option} {folder} is not writable: {blocking} is a file, not a folder", None, errno_code=errno.ENOTDIR, fix=change)
+        cause = f"{option} {folder} is not writable: {blocking} is a file, not a folder"
+        raise StorageError(cause, None, errno_code=errno.ENOTDIR, fix=change)
     created = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
     probe = folder / f".ddcore-write-probe-{os.getpid()}"
     try:
@@ -147,6 +147,9 @@ def probe_dir(folder: str | os.PathLike, option: str, *, keep: bool = True, fix:
         change = f"free space or {change}" if exc.errno in (errno.ENOSPC, _EDQUOT) else change
         raise StorageError(f"{option} {folder} is not writable: {describe(exc)}", None, errno_code=exc.errno, fix=change) from None
     finally:
-        if not keep and created:
-            shutil.rmtree(created[0], ignore_errors=True)
+        for made in [] if keep else reversed(created):  # only the empty folders the probe made, deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break
     return folder

@@ -94,7 +94,10 @@ def fork_devices(device: torch.device) -> list[int]:
     return [device.index or 0] if device.type == "cuda" else []
 
 
-def _optimizer(recipe: TrainRecipe, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(recipe: TrainRecipe, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The recipe's optimiser (``sgd`` with momentum, ``adam``, ``adamw``; ``weight_decay`` as torch applies it)
+    over ``params``. Every update is elementwise, so one optimiser over stacked parameters ``[K, ...]`` is K
+    independent ones (:mod:`ddcore.ensemble` relies on it)."""
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adam":
@@ -104,7 +107,9 @@ def _optimizer(recipe: TrainRecipe, params: Iterable[nn.Parameter]) -> torch.opt
     raise ValueError(f"unknown optimizer {recipe.optimizer!r} ({', '.join(OPTIMIZERS)})")
 
 
-def _lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
+def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
+    """``epoch -> multiplier`` of the base lr: ``step`` x0.1 from half the epochs on (MTT's evaluator),
+    ``cosine`` annealing to 0, ``constant`` 1 (for ``torch.optim.lr_scheduler.LambdaLR``)."""
     if schedule == "step":
         return lambda e: 0.1 if e >= epochs // 2 else 1.0
     if schedule == "cosine":
@@ -129,8 +134,8 @@ def train_network(
     """
     model.to(device).train()
     augment = make_augment(recipe.augment, image_size)
-    optimizer = _optimizer(recipe, model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe.schedule, recipe.epochs))
+    optimizer = make_optimizer(recipe, model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe.schedule, recipe.epochs))
     for epoch in range(recipe.epochs):
         for images, labels in batches(epoch):
             images, labels = images.to(device), labels.to(device)

@@ -76,6 +76,7 @@ def test_a_live_run_is_running(tmp_path, cli):
         write_manifest(tmp_path / "run", sleeper.pid, started=started)
         text = status_line(cli, tmp_path / "run")
         assert f"running (process {sleeper.pid} on {socket.gethostname()}" in text and "dead" not in text
+        assert "--resume" not in text  # a live run is not to be resumed
         with pytest.raises(DDError, match="is still running"):
             resume_run(tmp_path / "run")  # refused before anything is read or written
     finally:

@@ -7,7 +7,15 @@ import dataclasses
 import pytest
 import torch
 
-from ddcore.ensemble import EnsemblePlan, Member, ensemble_accuracy, plan_group_size, train_ensemble, unbatchable_reason
+from ddcore.ensemble import (
+    EnsemblePlan,
+    Member,
+    ensemble_accuracy,
+    loop_reason,
+    plan_group_size,
+    train_ensemble,
+    unbatchable_reason,
+)
 from ddcore.errors import ConfigError
 from ddcore.models import ModelSpec, build_model
 from ddcore.testing import known_answer_images
@@ -136,6 +144,16 @@ def test_auto_trains_one_by_one_on_the_cpu_and_says_why(data):
     auto = train(data[0], "auto")
     assert not auto.plan.batched and "GPU only" in auto.plan.reason and auto.plan.groups == [[0], [1], [2]]
     assert_same(auto.models, train(data[0], "off").models, exact=True)
+
+
+def test_the_fallback_rule():
+    net, bn = build()(), build("batchnorm")()
+    assert loop_reason(net, "auto", "cuda", 2) is None and loop_reason(net, "on", "cpu", 1) is None
+    assert loop_reason(net, "auto", "cuda", 1) == "only one network"
+    assert "GPU only" in loop_reason(net, "auto", "cpu", 6) and loop_reason(net, "off", "cuda", 6) == "batched training is off"
+    assert "BatchNorm" in loop_reason(bn, "auto", "cuda", 6)
+    with pytest.raises(ConfigError, match="unknown mode 'yes'"):
+        loop_reason(net, "yes", "cpu", 2)
 
 
 def test_batchnorm_falls_back_to_the_loop_and_on_refuses(data):

@@ -223,3 +223,51 @@ def test_full_disk_in_plugin_code_is_not_blamed_on_the_plugin(tmp_path, cli):
     assert "raised" not in line
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "No space left" in manifest["error"]
+
+
+def test_torchs_own_short_write_error_on_a_full_disk_is_a_storage_error(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as ``RuntimeError: ... unexpected pos`` (no errno)."""
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    def short_write(obj, handle):
+        handle.write(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1280 vs 1174")
+
+    monkeypatch.setattr(torch, "save", short_write)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 512))
+    with pytest.raises(StorageError, match=r"no space left on device while writing .*x\.pt"):
+        torch_save({}, tmp_path / "x.pt")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "x.pt").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 0, 1 << 30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # space left: not the disk, keep torch's error
+        torch_save({}, tmp_path / "x.pt")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 40 KiB tmpfs (root on Linux only): a real full disk."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        pytest.skip("mounting a small file system needs root")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_real_full_disk_is_one_line_and_the_run_is_reported_dead_or_failed(tmp_path, cli, small_disk):
+    out = small_disk / "run"
+    assert_cli_error(cli("run", "--ipc", "1", "--eval-runs", "0", "--workers", "0", "--quiet", "--out", out,
+                         "--cache-dir", tmp_path / "cache"), "no space left on device while writing", "--out")  # fmt: skip
+    assert leftovers(small_disk) == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] in ("failed", "running")  # "running" when even marking it failed found no space
+    if manifest["status"] == "failed":
+        assert "no space left on device" in manifest["error"]

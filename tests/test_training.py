@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ddcore.models import ModelSpec, build_model
 from ddcore.training import (
     TrainRecipe,
-    _lr_factor,
+    lr_factor,
     make_augment,
     soft_cross_entropy,
     tensor_batches,
@@ -29,9 +29,9 @@ def test_soft_cross_entropy_formula():
 
 
 def test_step_and_cosine_schedules():
-    step = _lr_factor("step", 10)
+    step = lr_factor("step", 10)
     assert [step(e) for e in (0, 4, 5, 9)] == [1.0, 1.0, 0.1, 0.1]
-    cosine = _lr_factor("cosine", 10)
+    cosine = lr_factor("cosine", 10)
     assert cosine(0) == 1.0 and math.isclose(cosine(5), 0.5) and cosine(9) < 0.1
 
 

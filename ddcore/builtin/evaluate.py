@@ -36,7 +36,7 @@ from accelerate.utils import gather_object
 
 from ddcore.builtin.selection import random_per_class
 from ddcore.distilled import DistilledSet
-from ddcore.ensemble import Member, ensemble_accuracy, train_ensemble, unbatchable_reason
+from ddcore.ensemble import EnsemblePlan, Member, ensemble_accuracy, loop_reason, train_ensemble, unbatchable_reason
 from ddcore.errors import ConfigError, PluginError
 from ddcore.evaluation import paired_difference
 from ddcore.hookspecs import hookimpl
@@ -119,22 +119,29 @@ def job_member(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind
 def train_jobs(ctx, settings: ResolvedEval, sets, jobs, splits: tuple[str, ...], mode: str, advance) -> list[tuple]:
     """Train and test this process's ``jobs`` (``(kind, repeat)`` pairs): ``[(kind, repeat, {split: accuracy %})]``.
 
-    The networks of one kind are trained together (:func:`ddcore.ensemble.train_ensemble`, ``mode`` =
-    ``eval.batched``; the ``"full"`` row streams the training split and is trained one by one); each network's
-    seeds are its job's, so the results are those of :func:`train_once`. Records ``eval_batched`` (each
-    kind's :class:`~ddcore.ensemble.EnsemblePlan`).
+    The networks of one kind are trained together (:func:`ddcore.ensemble.train_ensemble`) when ``mode`` =
+    ``eval.batched`` says so (:func:`ddcore.ensemble.loop_reason`; the ``"full"`` row streams the training
+    split and is trained one by one), else one by one with :func:`train_once`; each network's seeds are its
+    job's either way. Records ``eval_batched`` (each kind's :class:`~ddcore.ensemble.EnsemblePlan`).
     """
     channels, size, _ = ctx.dataset.image_shape
     build = lambda: build_model(settings.model, ctx.dataset.num_classes, channels, size)  # noqa: E731
     rows, plans = [], {}
     for kind in dict.fromkeys(kind for kind, _ in jobs):
         repeats = [repeat for job_kind, repeat in jobs if job_kind == kind]
-        members = [job_member(ctx, settings, sets.get(kind), kind, repeat) for repeat in repeats]
-        run = train_ensemble(build, members, ctx.device, ctx.dataset.image_shape, mode="off" if kind == "full" else mode)
-        plans[kind] = run.plan.to_dict()
+        with torch.random.fork_rng(devices=fork_devices(ctx.device)):
+            reason = loop_reason(build(), "off" if kind == "full" else mode, ctx.device, len(repeats))
+        if reason is not None:
+            models = [train_once(ctx, settings, sets.get(kind), kind, repeat) for repeat in repeats]
+            plan = EnsemblePlan.one_by_one(reason, len(repeats), ctx.device)
+        else:
+            members = [job_member(ctx, settings, sets.get(kind), kind, repeat) for repeat in repeats]
+            run = train_ensemble(build, members, ctx.device, ctx.dataset.image_shape, mode=mode)
+            models, plan = run.models, run.plan
+        plans[kind] = plan.to_dict()
         accuracy = {
-            split: ensemble_accuracy(run.models, ctx.dataset.loader(split, settings.test_batch_size), ctx.device,
-                                     group_size=run.plan.group_size, batched=run.plan.batched)  # fmt: skip
+            split: ensemble_accuracy(models, ctx.dataset.loader(split, settings.test_batch_size), ctx.device,
+                                     group_size=plan.group_size, batched=plan.batched)  # fmt: skip
             for split in splits
         }
         rows += [(kind, repeat, {split: 100.0 * accuracy[split][i] for split in splits}) for i, repeat in enumerate(repeats)]
