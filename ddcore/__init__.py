@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "PluginError": "ddcore.errors",
     "PluginLoadError": "ddcore.errors",
     "Range": "ddcore.config",
+    "StorageError": "ddcore.storage",
     "Seed": "ddcore.config",
     "hookimpl": "ddcore.hookspecs",
     "hookspec": "ddcore.hookspecs",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from ddcore.hookspecs import hookimpl, hookspec
     from ddcore.runner import RunResult, run
     from ddcore.standalone import build_run_context
+    from ddcore.storage import StorageError
 
 
 def __getattr__(name: str) -> Any:

@@ -298,6 +298,9 @@ class DistillSession:
     fingerprint: dict[str, Any] | None = None
     resuming: bool = False
     last_checkpoint: Path | None = None
+    #: Called after every checkpoint written (the runner refreshes the manifest's heartbeat, so that
+    #: ``dd show`` keeps a long distillation "running" rather than "dead").
+    heartbeat: Callable[[], None] = lambda: None
 
     def load_latest(self) -> None:
         """On a resume, find the newest readable checkpoint; restore the plugins' states and keep the distiller's.
@@ -366,6 +369,7 @@ class DistillSession:
         self.last_checkpoint = path
         for old in checkpoint_paths(self.checkpoint_dir, self.name)[CHECKPOINTS_KEPT:]:
             old.unlink(missing_ok=True)
+        self.heartbeat()
         return path
 
     def add_artifact(self, file_name: str, value: Any) -> None:

@@ -12,7 +12,12 @@ from typing import Iterator
 
 
 class DDError(Exception):
-    """Base class for problems the user can fix. ``str(err)`` is the one-line message."""
+    """Base class for problems the user can fix. ``str(err)`` is the one-line message.
+
+    ``exit_code`` (class or instance attribute, default 2) is the ``dd`` command's exit status for it.
+    """
+
+    exit_code: int = 2
 
     def cli_message(self) -> str:
         """The line the ``dd`` command prints before exiting with status 2."""

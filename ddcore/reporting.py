@@ -70,7 +70,7 @@ class Reporter:
 
     def attach_log_file(self, path: Path) -> None:
         """Copy ddcore's log records into ``path`` (the run directory's ``run.log``)."""
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _QuietFileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         for record in self._pending:
             handler.handle(record)
@@ -84,3 +84,11 @@ class Reporter:
             logging.getLogger("ddcore").removeHandler(self._log_handler)
             self._log_handler.close()
             self._log_handler = None
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """``run.log``'s handler: a failed write (a full disk) is not printed as logging's ``--- Logging error ---``
+    traceback; the run's own writes report the storage problem as one line (:class:`ddcore.storage.StorageError`)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass

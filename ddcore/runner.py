@@ -393,7 +393,8 @@ class Pipeline:
         ctx = self.ctx
         checkpoints = ctx.out_dir / artifacts.CHECKPOINT_DIR if ctx.out_dir is not None else None
         session = DistillSession(ctx, self.distiller_entry.name, checkpoints, self.periodic_evaluation, self.stages.stage,
-                                 fingerprint=self.fingerprint, resuming=self.resume_dir is not None)  # fmt: skip
+                                 fingerprint=self.fingerprint, resuming=self.resume_dir is not None,
+                                 heartbeat=self.heartbeat)  # fmt: skip
         session.load_latest()
         return session
 
