@@ -21,6 +21,8 @@ from ddcore_cli.run_cmd import flag_overrides
 @click.option("--labels", type=click.Choice(LABEL_MODES))
 @click.option("--baseline", multiple=True, type=click.Choice(BASELINES))
 @click.option("--data-root", type=click.Path(path_type=Path), help="Where the dataset lives now, if it moved.")
+@click.option("--workers", type=int, help="Data loader worker processes (default: the run's recorded value).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache folder (default $DDCORE_CACHE or ~/.cache/ddcore).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set eval.lr=0.02.")
 @click.option("--cpu", is_flag=True)
 @click.option("--quiet", "-q", is_flag=True)
@@ -42,6 +44,17 @@ def eval_command(run_dir: Path, plugins, sets, quiet, **flags) -> None:
     console.print(metrics_table(metrics, title=f"re-evaluation of {run_dir} (accuracy %)"))
     from ddcore.builtin.evaluate import describe_rows
 
-    for line in describe_rows(metrics):  # what each row is, and the paired headline
+    distiller = _recorded_distiller(run_dir)
+    for line in describe_rows(metrics, distiller=distiller):  # what each row is, and the paired headline
         console.print(line, soft_wrap=True, highlight=False)
     console.print(f"written: {path}")
+
+
+def _recorded_distiller(run_dir: Path) -> str | None:
+    """The ``distill`` the run recorded in its manifest (``None`` when unreadable)."""
+    from ddcore.runner import read_run_manifest
+
+    try:
+        return (read_run_manifest(run_dir).get("config") or {}).get("distill")
+    except Exception:  # noqa: BLE001 - only a description depends on it
+        return None

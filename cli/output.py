@@ -21,13 +21,17 @@ def format_value(value: Any) -> str:
 
 
 def metrics_table(metrics: Mapping[str, Any], title: str = "metrics") -> Table:
-    """One row per metric; ``*_mean`` rows are paired with their ``*_std`` as ``mean ± std``."""
+    """One row per metric; ``*_mean`` rows are paired with their ``*_std`` as ``mean ± std``.
+
+    Per-process bookkeeping (``*_runs_process``: which process trained each network) is not an accuracy
+    and is left out of the table; it stays in ``metrics.json``.
+    """
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     shown: set[str] = set()
     for key, value in metrics.items():
-        if key in shown:
+        if key in shown or str(key).endswith("_runs_process"):
             continue
         if key.endswith("_mean") and f"{key[:-5]}_std" in metrics:
             std_key = f"{key[:-5]}_std"

@@ -111,6 +111,6 @@ def run_command(config_file, plugins, sets, resume, quiet, as_json, **flags) -> 
         console.print(metrics_table(result.metrics, title=f"{result.manifest['name']} metrics (accuracy %)"))
         from ddcore.builtin.evaluate import describe_rows
 
-        for line in describe_rows(result.metrics):  # what each row is, and the paired headline
+        for line in describe_rows(result.metrics, distiller=result.manifest["config"].get("distill")):  # what each row is
             console.print(line, soft_wrap=True, highlight=False)
     console.print(f"run directory: {result.out_dir}")

@@ -2,7 +2,7 @@
 
 Every key has a type and a default here; unknown keys, wrong types and impossible values are
 :class:`~ddcore.errors.ConfigError` with a one-line message naming the key. Numbers are checked by one
-mechanism, before any work: every ``float`` must be finite, and a field's range is declared on its
+mechanism, before any work: every ``float`` must be finite and within float32's range, and a field's range is declared on its
 annotation (``Annotated[float, Range(gt=0)]``, :class:`Range`; seeds: :data:`Seed`). Plugin options live
 in ``[plugin.<name>]`` tables and are validated the same way against the dataclass the plugin declares as
 ``config_class`` (see ``CONTRIBUTING.md``).
@@ -43,6 +43,9 @@ from ddcore.errors import ConfigError
 from ddcore.vocab import EXPERT_DEFAULTS, AugmentOption, LabelMode, Optimizer, Schedule
 
 BASELINES = ("random", "full")
+#: The largest ``image_size`` a run accepts (px per side): 8x the 512 px of the largest common DD benchmarks;
+#: a 3-channel float32 image is already 192 MiB there, so anything above is a typo, not a workload.
+MAX_IMAGE_SIZE = 4096
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,7 +65,8 @@ class Range:
     :func:`from_mapping` checks every value it reads (and every default) before any work; a value
     outside is a :class:`~ddcore.errors.ConfigError` naming the dotted key, e.g. ``config key 'eval.lr'
     must be a finite number > 0, got nan``. Independently of any ``Range``, a ``float`` field is always
-    refused NaN and, unless ``allow_inf=True``, ``inf``/``-inf``; an ``int`` field must fit in 64 bits.
+    refused NaN, a finite value beyond float32's range (:data:`FLOAT32_MAX`) and, unless ``allow_inf=True``,
+    ``inf``/``-inf``; an ``int`` field must fit in 64 bits.
 
     Attributes:
         gt, ge: exclusive / inclusive lower bound (at most one of the two).
@@ -117,6 +121,10 @@ class Range:
 Seed = Annotated[int, Range(ge=0, le=2**32 - 1, note="numpy's seed range")]
 
 _INT64 = (-(2**63), 2**63 - 1)
+#: The largest finite float32, ``torch.finfo(torch.float32).max`` (hard-coded: this module does not import
+#: torch). Every float option ends up in float32 tensors or optimisers, where a larger finite value overflows
+#: to ``inf`` (or torch refuses it with a traceback), so a finite float option must lie within +-this.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _number_text(value: float) -> str:
@@ -194,7 +202,7 @@ class RunConfig:
     seed: Seed = 0
     dataset: str = "digits"
     data_root: str = ""
-    image_size: Annotated[int, Range(ge=0, note="0: the dataset's own")] = 0
+    image_size: Annotated[int, Range(ge=0, le=MAX_IMAGE_SIZE, note="option --image-size; 0: the dataset's own")] = 0
     workers: Annotated[int, Range(ge=0)] = 2
     ipc: Annotated[int, Range(ge=1, note="option --ipc")] = 10
     plugins: list[str] = field(default_factory=list)
@@ -323,7 +331,7 @@ def from_mapping(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     Supported field types: ``bool``, ``int``, ``float`` (ints accepted), ``str``, ``Literal[...]``,
     ``list[T]``, ``T | None``, nested dataclasses, ``dict[str, Any]`` and ``Annotated[int | float,
     Range(...)]`` (:class:`Range`). Every ``float`` must be finite (NaN never, ``inf`` only where its
-    ``Range`` has ``allow_inf``) and every ``int`` fit in 64 bits. The values the instance ends up with
+    ``Range`` has ``allow_inf``) and within float32's range (:data:`FLOAT32_MAX`), and every ``int`` fit in 64 bits. The values the instance ends up with
     (defaults, and what ``__post_init__`` filled in) are checked against the same annotations.
 
     Raises:
@@ -436,6 +444,9 @@ def _number(tp: type, value: Any, key: str, bounds: Range | None) -> Any:
             kind = "a number (not NaN)" if allow_inf else "a finite number"
             wanted = bounds.describe() if bounds is not None else ""
             raise _OutOfRange(f"config key '{key}' must be {kind}{' ' + wanted if wanted else ''}, got {value}{_note(bounds)}")
+        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            kind = "a number within float32's range or infinite" if allow_inf else "a finite number within float32's range"
+            raise _OutOfRange(f"config key '{key}' must be {kind} (|x| <= {FLOAT32_MAX:.7g}), got {value!r}{_note(bounds)}")
     if bounds is not None and not bounds.admits(value):
         raise _OutOfRange(f"config key '{key}' must be {bounds.describe(integer=tp is int)}, got {value!r}{_note(bounds)}")
     return value

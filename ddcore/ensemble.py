@@ -57,9 +57,11 @@ from torch import nn
 from ddcore.errors import ConfigError
 from ddcore.training import (
     Batches,
+    TrainingDiverged,
     TrainRecipe,
     lr_factor,
     make_optimizer,
+    optimizer_step,
     accuracy_on,
     fork_devices,
     make_augment,
@@ -295,6 +297,7 @@ def _train_group(
     optimizer = make_optimizer(recipe, params.values())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe.schedule, recipe.epochs))
     for epoch in range(recipe.epochs):
+        totals = torch.zeros(len(indices), device=device)
         iterators = []
         for k, index in enumerate(indices):
             _set_rng_state(states[k], device)
@@ -324,9 +327,11 @@ def _train_group(
             losses = losses_of(params, buffers, torch.stack(images), torch.stack(labels))
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # network k's gradient is that of its own mean loss
-            optimizer.step()
+            optimizer_step(optimizer, epoch, recipe.epochs, member=indices[0])  # one recipe: all overflow alike
+            totals += losses.detach()
             step += 1
         scheduler.step()
+        _check_finite(indices, epoch, recipe.epochs, totals, params)
         if on_epoch is not None:
             for k, index in enumerate(indices):
                 on_epoch(index, epoch, {name: value[k].detach() for name, value in params.items()})
@@ -337,6 +342,17 @@ def _train_group(
             for name, value in model.named_buffers():
                 value.copy_(buffers[name][k])
     return models
+
+
+def _check_finite(indices: Sequence[int], epoch: int, epochs: int, totals: torch.Tensor,
+                  params: Mapping[str, torch.Tensor]) -> None:  # fmt: skip
+    """Raise :class:`~ddcore.training.TrainingDiverged` for the first network of the group whose summed epoch
+    loss (``totals [K]``) or stacked weights (``params``, each ``[K, ...]``) are not finite."""
+    finite = torch.stack([torch.isfinite(v.detach()).flatten(1).all(dim=1) for v in params.values()]).all(dim=0)
+    loss_ok, weights_ok = torch.isfinite(totals).tolist(), finite.tolist()
+    for k, index in enumerate(indices):
+        if not loss_ok[k] or not weights_ok[k]:
+            raise TrainingDiverged(epoch, epochs, float(totals[k]), member=index, weights=loss_ok[k])
 
 
 def train_ensemble(
@@ -370,6 +386,8 @@ def train_ensemble(
         ConfigError: ``mode="on"`` for a network that cannot be batched (:func:`unbatchable_reason`), or an
             unknown ``mode``.
         ValueError: members of one group whose batches differ in shape or count.
+        TrainingDiverged: a network's loss or weights stopped being finite (``member`` says which; checked
+            after every epoch, as :func:`~ddcore.training.train_network` does).
     """
     device = torch.device(device)
     members = list(members)
@@ -389,7 +407,11 @@ def train_ensemble(
                     report = lambda e, i=index, m=model: on_epoch(  # noqa: E731
                         i, e, {n: p.detach() for n, p in m.named_parameters()}
                     )
-                models.append(train_network(model, member.batches, member.recipe, device, image_size, on_epoch=report))
+                try:
+                    models.append(train_network(model, member.batches, member.recipe, device, image_size, on_epoch=report))
+                except TrainingDiverged as exc:
+                    exc.member = index
+                    raise
         return EnsembleRun(models, EnsemblePlan.one_by_one(reason, len(members), device))
 
     per_network = max((network_bytes(probe, m.recipe, input_shape) for m in members), default=0)

@@ -5,7 +5,8 @@ by the run that made it.
 the newest ``checkpoints/<distiller>-<step>.pt``, ``distilled.pt``). Each of these records the
 fingerprint of the run that wrote it (``manifest.json``, ``checkpoints/initial-records.json``, and
 inside each checkpoint), and a resume whose fingerprint differs is refused with one line naming the
-first differing key (:func:`first_difference`).
+first differing key (:func:`first_difference`: config keys before ``data.*``, so the option the user
+changed is named rather than the data signature it changed with it).
 
 The fingerprint is a flat mapping ``{dotted key: value}`` (JSON-able) of
 
@@ -68,12 +69,15 @@ def run_fingerprint(config: Mapping[str, Any], plugins: Sequence[str], data: Map
 
 
 def first_difference(saved: Mapping[str, Any], now: Mapping[str, Any], *, distilled: bool = False) -> str | None:
-    """The first key (sorted) whose value differs between two fingerprints, or ``None`` when they agree.
+    """The first differing key between two fingerprints, or ``None`` when they agree.
 
-    With ``distilled`` (the distilled set is saved), :data:`EVALUATION_ONLY` keys are not compared. A key
-    present on one side only counts as a difference.
+    Config keys (and ``plugins``) are compared first, in sorted order, and only then the ``data.*`` keys:
+    a changed option (``image_size``, ``tm.eval_every`` carving a validation split) also changes the data
+    signature, and the option is what the user has to fix. With ``distilled`` (the distilled set is
+    saved), :data:`EVALUATION_ONLY` keys are not compared. A key present on one side only counts as a
+    difference.
     """
-    for key in sorted(set(saved) | set(now)):
+    for key in sorted(set(saved) | set(now), key=lambda k: (k.startswith("data."), k)):
         if distilled and key.startswith(EVALUATION_ONLY):
             continue
         if key not in saved or key not in now or _normal(saved[key]) != _normal(now[key]):

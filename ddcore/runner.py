@@ -856,6 +856,10 @@ def resume_run(
             raise ConfigError(f"{flag} cannot be combined with --resume, which continues {run_dir} in place; "
                               "drop one of them")  # fmt: skip
     recorded = recorded_config(manifest)
+    if "distill" in overrides and overrides["distill"] != recorded.get("distill"):
+        raise ConfigError(f"the distiller of a run cannot change on resume (the run used {recorded.get('distill')!r}, "
+                          f"--distill asks for {overrides['distill']!r}); drop --distill, or start a new run "
+                          "with another --out")  # fmt: skip
     if "plugins" in overrides:
         extra = overrides.pop("plugins")
         extra = [extra] if isinstance(extra, str) else list(extra)

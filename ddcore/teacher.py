@@ -37,7 +37,7 @@ from ddcore.datasig import data_signature, require_same_data
 from ddcore.errors import ConfigError, DDError
 from ddcore.tm.experts import ExpertBuffer, ExpertRecipe, cache_key, dataset_identity, resolve_augment
 from ddcore.models import ModelSpec, build_model
-from ddcore.training import TrainRecipe, accuracy_on, fork_devices, train_network
+from ddcore.training import TrainingDiverged, TrainRecipe, accuracy_on, fork_devices, train_network
 
 #: Version of the teacher file layout; part of the cache key.
 TEACHER_FORMAT = 1
@@ -76,6 +76,10 @@ def train_teacher(dataset: ImageDataset, recipe: ExpertRecipe, device: torch.dev
 
     The caller's RNG state is untouched: initialisation and augmentation run under a forked global
     RNG seeded by ``(seed, "teacher", "init")``; the data order comes from its own generator.
+
+    Raises:
+        TrainingDiverged: the teacher's loss or weights stopped being finite; one line naming its lr and
+            weight decay (:data:`TEACHER_TRAIN_DEFAULTS` or the options of whatever asked for the teacher).
     """
     device = torch.device(device)
     channels, size, _ = dataset.image_shape
@@ -86,7 +90,14 @@ def train_teacher(dataset: ImageDataset, recipe: ExpertRecipe, device: torch.dev
     with torch.random.fork_rng(devices=fork_devices(device)):
         torch.manual_seed(derive_seed(recipe.seed, "teacher", "init"))
         model = build_model(recipe.model, dataset.num_classes, channels, size)
-        train_network(model, lambda _epoch: loader, train, device, size)
+        try:
+            train_network(model, lambda _epoch: loader, train, device, size)
+        except TrainingDiverged as exc:
+            raise exc.advised(
+                f"the teacher ({recipe.model.name}, {train.epochs} epochs)",
+                f"lower its lr (now {train.lr:g}) or weight decay (now {train.weight_decay:g}) in the teacher options "
+                "(ddcore.teacher.TEACHER_TRAIN_DEFAULTS, or the options of the command or plugin that trains it)",
+            ) from None
         test_acc = 100.0 * accuracy_on(model, dataset.loader("test", 500), device)
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     return {"format": TEACHER_FORMAT, "state_dict": state, "recipe": recipe.to_dict(), "test_acc": test_acc,

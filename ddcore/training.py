@@ -1,7 +1,9 @@
 """Training a fresh network on a (small) labelled set and measuring it on real test data.
 
 Pure functions over tensors and loaders; the built-in evaluator (``ddcore.builtin.evaluate``) and
-later stages (experts, teachers) call them.
+later stages (experts, teachers) call them. A training whose loss or weights stop being finite (a learning
+rate or weight decay too large) raises :class:`TrainingDiverged` instead of returning a broken network,
+whose chance-level accuracy would otherwise be reported as a result.
 """
 
 from __future__ import annotations
@@ -14,9 +16,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcore.errors import DDError
 from ddcore.vocab import AUGMENTS, OPTIMIZERS, SCHEDULES, Augment, Optimizer, Schedule
 
 Batches = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+class TrainingDiverged(DDError):
+    """A network's training diverged: its loss (summed over an epoch) or its weights are NaN or infinite.
+
+    Raised by :func:`train_network` (and :func:`ddcore.ensemble.train_ensemble`) at the end of the first
+    epoch where it happens (both are checked after every epoch), so nothing downstream measures or saves the broken network. Callers that know
+    which options shaped the training re-raise it with :meth:`advised` (one line naming the options to
+    lower); the ``dd`` command prints it and exits 2.
+
+    Attributes:
+        epoch: the 0-based epoch at whose end the divergence was found.
+        epochs: the epochs the recipe asked for.
+        loss: that epoch's summed training loss (``nan``/``inf``; finite when only the weights are not).
+        weights: whether the loss was finite but the weights were not.
+        detail: what happened, when neither (an optimiser step that overflows float32).
+        member: which network of an ensemble (index into its members), ``None`` for a single one.
+        subject: what was being trained, in words (``"the network"`` by default).
+        advice: what to change (``""``: none given yet).
+
+    >>> str(TrainingDiverged(2, 20, float("nan")))
+    'training of the network diverged at epoch 3 of 20: the training loss is nan'
+    >>> str(TrainingDiverged(0, 5, float("inf")).advised("the evaluation network", "lower eval.lr (now 1e+06)"))
+    'training of the evaluation network diverged at epoch 1 of 5: the training loss is inf; lower eval.lr (now 1e+06)'
+    """
+
+    def __init__(self, epoch: int, epochs: int, loss: float, *, member: int | None = None,
+                 subject: str = "the network", advice: str = "", weights: bool = False, detail: str = ""):  # fmt: skip
+        self.epoch, self.epochs, self.loss, self.member = epoch, epochs, loss, member
+        self.subject, self.advice, self.weights, self.detail = subject, advice, weights, detail
+        what = detail or ("its weights are no longer finite" if weights else f"the training loss is {loss}")
+        message = f"training of {subject} diverged at epoch {epoch + 1} of {epochs}: {what}"
+        super().__init__(f"{message}; {advice}" if advice else message)
+
+    def advised(self, subject: str, advice: str) -> "TrainingDiverged":
+        """The same divergence, saying what was trained (``subject``) and which options to lower (``advice``)."""
+        return TrainingDiverged(self.epoch, self.epochs, self.loss, member=self.member, subject=subject,
+                                advice=advice, weights=self.weights, detail=self.detail)  # fmt: skip
+
+
+def finite_parameters(model: nn.Module) -> bool:
+    """Whether every parameter of ``model`` is finite (one reduction per tensor, one sync)."""
+    flags = [torch.isfinite(p.detach()).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 @dataclass(frozen=True)
@@ -131,12 +178,18 @@ def train_network(
 
     Randomness (shuffling aside, which ``batches`` owns) comes from the global torch RNG: call it
     under ``torch.random.fork_rng()`` with a seed for a reproducible, side-effect-free run.
+
+    Raises:
+        TrainingDiverged: the loss summed over an epoch is NaN or infinite, or a weight is; found at the
+            end of that epoch, before ``on_epoch`` sees it (two host syncs per epoch). Also an optimiser step
+            that overflows float32 (:func:`optimizer_step`), when it happens.
     """
     model.to(device).train()
     augment = make_augment(recipe.augment, image_size)
     optimizer = make_optimizer(recipe, model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe.schedule, recipe.epochs))
     for epoch in range(recipe.epochs):
+        total = torch.zeros((), device=device)
         for images, labels in batches(epoch):
             images, labels = images.to(device), labels.to(device)
             if augment is not None:
@@ -145,11 +198,29 @@ def train_network(
             loss = soft_cross_entropy(logits, labels) if labels.ndim == 2 else F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, epoch, recipe.epochs)
+            total += loss.detach()
         scheduler.step()
+        summed = float(total)
+        if not math.isfinite(summed):
+            raise TrainingDiverged(epoch, recipe.epochs, summed)
+        if not finite_parameters(model):
+            raise TrainingDiverged(epoch, recipe.epochs, summed, weights=True)
         if on_epoch is not None:
             on_epoch(epoch)
     return model
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, epoch: int, epochs: int, member: int | None = None) -> None:
+    """``optimizer.step()``; a step whose size overflows float32 (torch refuses it, e.g. Adam's ``lr /
+    bias_correction`` beyond 3.4e38) is :class:`TrainingDiverged` at ``epoch`` instead of a torch traceback."""
+    try:
+        optimizer.step()
+    except RuntimeError as exc:
+        if "overflow" not in str(exc):
+            raise
+        raise TrainingDiverged(epoch, epochs, math.inf, member=member,
+                               detail=f"the optimiser's step overflows float32 ({exc})") from None  # fmt: skip
 
 
 @torch.no_grad()

@@ -424,3 +424,180 @@ def test_dd_run_with_a_collapsing_syn_lr_fails_without_a_result(cli, tiny_run_ar
     run = tmp_path / "run"
     assert not (run / "distilled.pt").exists() and not (run / "metrics.json").exists()
     assert strict_json(run / "manifest.json")["status"] == "failed"
+
+
+# ----------------------------------------------------------------------------------------------
+# Values a float32 tensor cannot hold, and image sizes no memory holds: refused before any work
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [({"eval": {"lr": 1e308}}, "eval.lr"), ({"experts": {"weight_decay": 1e39}}, "experts.weight_decay"),
+     ({"validation": -1e300}, "validation")],  # fmt: skip
+)
+def test_floats_beyond_float32_are_refused(data, key):
+    with pytest.raises(ConfigError) as info:
+        build_config(data)
+    assert str(info.value).startswith(f"config key '{key}' must be ") and "float32's range" in str(info.value)
+
+
+def test_the_float32_limit_is_torchs():
+    from ddcore.config import FLOAT32_MAX
+
+    assert FLOAT32_MAX == torch.finfo(torch.float32).max
+    assert build_config({"eval": {"lr": FLOAT32_MAX}}).eval.lr == FLOAT32_MAX  # representable: the range's to judge
+    assert toy(patience=math.inf).patience == math.inf
+    with pytest.raises(ConfigError, match=r"^config key 'plugin.toy.patience' must be a number within float32's range or infinite"):
+        toy(patience=1e300)
+
+
+@pytest.mark.parametrize(
+    "extra, fragments",
+    [
+        (["--set", "eval.lr=1e308"], ["config key 'eval.lr'", "finite number within float32's range", "got 1e+308"]),
+        (["--plugin", "edf", "--set", "plugin.edf.beta=1e300"], ["config key 'plugin.edf.beta'", "float32's range"]),
+        (["--image-size", "100000"], ["config key 'image_size'", "[0, 4096]", "--image-size"]),
+    ],
+    ids=["eval.lr=1e308", "plugin.edf.beta=1e300", "image-size=100000"],
+)
+def test_dd_run_refuses_unrepresentable_values_before_any_directory(cli, tiny_run_args, tmp_path, extra, fragments):
+    assert_cli_error(cli(*tiny_run_args(*extra)), *fragments)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_digits_refuses_an_image_size_beyond_memory_before_allocating(cli, tiny_run_args, tmp_path, monkeypatch):
+    import ddcore.data.digits as digits
+
+    with pytest.raises(ConfigError, match=r"image_size 4096 needs about 336.9 GiB .* use a smaller --image-size"):
+        digits.check_memory(4096, available=2**34)
+    digits.check_memory(32, available=2**30)  # 22 MiB of 1 GiB: fine
+    monkeypatch.setattr(digits, "available_memory", lambda: 2**20)  # 1 MiB left: even 64 px is too much
+    assert_cli_error(cli(*tiny_run_args("--image-size", "64")), "image_size 64 needs about", "--image-size")
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# A diverging network is a failed training, never a (chance-level) result
+# ----------------------------------------------------------------------------------------------
+
+
+def _tiny_training(**recipe: Any):
+    from ddcore.models import ModelSpec, build_model
+    from ddcore.training import TrainRecipe, tensor_batches
+
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(12, 1, 8, 8, generator=generator), torch.arange(3).repeat_interleave(4)
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("convnet", 8, 2, "instancenorm"), 3, 1, 8)
+    return model, tensor_batches(images, labels, 4, generator), TrainRecipe(**{"epochs": 5, "augment": "none", **recipe})
+
+
+@pytest.mark.parametrize("recipe", [{"lr": 1e30}, {"weight_decay": 1e6}, {"lr": 1e38, "optimizer": "adam"}], ids=str)
+def test_train_network_raises_when_training_diverges(recipe):
+    from ddcore.training import TrainingDiverged, train_network
+
+    model, batches, recipe = _tiny_training(**recipe)
+    seen: list[int] = []
+    with pytest.raises(TrainingDiverged) as info:
+        train_network(model, batches, recipe, torch.device("cpu"), 8, on_epoch=seen.append)
+    exc = info.value
+    assert isinstance(exc, DDError) and exc.epochs == 5 and exc.member is None
+    assert seen == list(range(exc.epoch))  # the diverged epoch is never handed on
+    assert not math.isfinite(exc.loss) or exc.weights
+    assert str(exc).startswith(f"training of the network diverged at epoch {exc.epoch + 1} of 5: ")
+
+
+def test_a_sane_training_is_not_flagged():
+    from ddcore.training import finite_parameters, train_network
+
+    model, batches, recipe = _tiny_training()
+    assert finite_parameters(train_network(model, batches, recipe, torch.device("cpu"), 8))
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_train_ensemble_names_the_diverging_member(mode):
+    from ddcore.ensemble import Member, train_ensemble
+    from ddcore.models import ModelSpec, build_model
+    from ddcore.training import TrainingDiverged, TrainRecipe, tensor_batches
+
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(6, 1, 8, 8, generator=generator), torch.arange(3).repeat_interleave(2)
+    good, bad = TrainRecipe(epochs=3, augment="none"), TrainRecipe(epochs=3, lr=1e30, augment="none")
+    members = [Member(s, tensor_batches(images, labels, 6, torch.Generator().manual_seed(s)), r)
+               for s, r in ((0, good), (1, bad), (2, good))]  # fmt: skip
+    build = lambda: build_model(ModelSpec("convnet", 8, 2, "instancenorm"), 3, 1, 8)  # noqa: E731
+    with pytest.raises(TrainingDiverged) as info:
+        train_ensemble(build, members, "cpu", (1, 8, 8), mode=mode)
+    assert info.value.member == 1
+
+
+def test_divergence_advice_names_the_lr_that_was_used():
+    from types import SimpleNamespace
+
+    from ddcore.builtin.evaluate import divergence_advice
+    from ddcore.config import EvalConfig
+    from ddcore.training import TrainRecipe
+
+    ctx = SimpleNamespace(config=SimpleNamespace(eval=EvalConfig(lr=1e6)))
+    recipe = TrainRecipe(epochs=3, lr=1e6)
+    settings = SimpleNamespace(recipe=recipe, use_learned_lr=True)
+    plain = SimpleNamespace(lr=None)
+    assert divergence_advice(ctx, settings, plain, "distilled", recipe) == "lower eval.lr (now 1e+06) or eval.weight_decay (now 0.0005)"
+    learned = SimpleNamespace(lr=torch.tensor(250.0))
+    advice = divergence_advice(ctx, settings, learned, "distilled", TrainRecipe(epochs=3, lr=250.0))
+    assert advice.startswith("it trained at the distilled set's learned lr 250 (eval.use_learned_lr = true)")
+    assert "eval.use_learned_lr=false" in advice and "eval.lr (now 1e+06)" in advice
+    assert divergence_advice(ctx, settings, learned, "random", recipe).startswith("lower eval.lr (now 1e+06)")
+
+
+@pytest.mark.parametrize(
+    "option, fragments",
+    [("eval.lr=1e6", ["row acc (repeat 0)", "lower eval.lr (now 1e+06)"]),
+     ("eval.weight_decay=1e6", ["row acc (repeat 0)", "eval.weight_decay (now 1e+06)"])],  # fmt: skip
+    ids=["lr", "weight_decay"],
+)
+def test_dd_run_with_a_diverging_evaluation_fails_without_a_result(cli, tiny_run_args, tmp_path, option, fragments):
+    """The issue's input, made small: ``--set eval.lr=1e6`` used to report 10% (chance) with exit 0."""
+    args = [a if a != "0" or i != 4 else "1" for i, a in enumerate(tiny_run_args())]  # --eval-runs 1
+    assert args[3:5] == ["--eval-runs", "1"]
+    line = assert_cli_error(cli(*args, "--eval-epochs", "8", "--set", "eval.width=8", "--set", option, "-q"),
+                            "training of the evaluation network", "diverged at epoch", *fragments)  # fmt: skip
+    assert "10.00" not in line
+    run = tmp_path / "run"
+    assert not (run / "metrics.json").exists()
+    assert strict_json(run / "manifest.json")["status"] == "failed"
+
+
+def test_experts_and_teachers_name_their_options_when_training_diverges(tiny_dataset):
+    from ddcore.models import ModelSpec
+    from ddcore.teacher import train_teacher
+    from ddcore.tm.experts import ExpertRecipe, train_expert
+    from ddcore.training import TrainingDiverged, TrainRecipe
+
+    spec = ModelSpec("convnet", 8, 2, "instancenorm")
+    recipe = ExpertRecipe(1, 3, spec, TrainRecipe(epochs=3, lr=1e30, augment="none"), seed=0)
+    with pytest.raises(TrainingDiverged) as info:
+        train_expert(tiny_dataset, recipe, 0)
+    assert str(info.value).startswith("training of expert 0 diverged at epoch ")
+    assert "lower experts.lr (now 1e+30) or experts.weight_decay (now 0.0005)" in str(info.value)
+    with pytest.raises(TrainingDiverged) as info:
+        train_teacher(tiny_dataset, recipe)
+    assert "training of the teacher (convnet, 3 epochs) diverged" in str(info.value)
+    assert "lower its lr (now 1e+30)" in str(info.value)
+
+
+def test_the_kd_student_names_its_options_when_training_diverges():
+    from ddcore.models import ModelSpec, build_model
+    from ddcore.training import TrainingDiverged
+    from ddcore_diffsel.kd import KDRecipe, train_student
+
+    torch.manual_seed(0)
+    student, teacher = (build_model(ModelSpec("convnet", 8, 2, "instancenorm"), 3, 1, 8) for _ in range(2))
+    recipe = KDRecipe(epochs=3, batch_size=4, lr=1e36, weight_decay=0.01, temperature=4.0, cutmix=0.0, min_scale=0.5, flip=False)
+    images = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TrainingDiverged) as info:
+        train_student(student, teacher, images, recipe, torch.Generator().manual_seed(1), "cpu")
+    message = str(info.value)
+    assert message.startswith("training of the KD student diverged at epoch ") and "\n" not in message
+    assert message.endswith("lower plugin.diffsel.kd.lr (now 1e+36) or plugin.diffsel.kd.weight_decay (now 0.01)")

@@ -116,7 +116,7 @@ def test_impossible_windows_are_rejected(buffer):
 
 def test_periodic_evaluation_keeps_the_best_set(buffer):
     ctx, initial, config = setup(iterations=4, eval_every=2)
-    scores = iter([50.0, 40.0])  # after iteration 2, then after iteration 4
+    scores = iter([30.0, 50.0, 40.0])  # the initial set, then after iterations 1 and 3 (0-based)
     seen = []
 
     def evaluate(distilled):
@@ -125,5 +125,18 @@ def test_periodic_evaluation_keeps_the_best_set(buffer):
 
     distilled, log = distill_tm(ctx, initial, buffer, SPEC, config, evaluate=evaluate)
     assert [row.get("val_acc") for row in log] == [None, 50.0, None, 40.0]
-    assert torch.equal(distilled.images, seen[0]) and not torch.equal(distilled.images, seen[1])
-    assert distilled.meta["best_iteration"] == 2 and distilled.meta["best_accuracy"] == 50.0
+    assert torch.equal(seen[0], initial.images)
+    assert torch.equal(distilled.images, seen[1]) and not torch.equal(distilled.images, seen[2])
+    # best_iteration is tm_log.json's (0-based) iteration of the row whose val_acc won
+    assert distilled.meta["best_iteration"] == 1 == log[1]["iteration"] and distilled.meta["best_accuracy"] == 50.0
+    assert distilled.meta["initial_accuracy"] == 30.0
+
+
+def test_periodic_evaluation_can_keep_the_initial_set(buffer):
+    ctx, initial, config = setup(iterations=4, eval_every=2)
+    scores = iter([69.7, 55.6, 50.0])
+
+    distilled, log = distill_tm(ctx, initial, buffer, SPEC, config, evaluate=lambda d: next(scores))
+    assert torch.equal(distilled.images, initial.images)
+    assert distilled.meta["best_iteration"] == -1 and distilled.meta["best_accuracy"] == 69.7
+    assert [row.get("val_acc") for row in log] == [None, 55.6, None, 50.0]

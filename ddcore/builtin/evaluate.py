@@ -20,6 +20,9 @@ The networks of one row are trained together as one vmapped batch (:mod:`ddcore.
 each repeat's own seeds, so the numbers are those of training them one by one (to float rounding); the plan
 is recorded as ``eval_batched``.
 
+A network whose training diverges (NaN or infinite loss or weights: an lr or weight decay too large) ends
+the evaluation with one line naming the options to lower (:func:`divergence_advice`), never a result.
+
 Accuracy is in percent on the real test split, measured once at the end; std is the population std over
 repeats. When the run carved a validation split (:mod:`ddcore.data.split`), every row also reports
 ``*val_acc*`` of the same networks on it (``val_acc_*``, ``initial_val_acc_*``, ...): what a script may
@@ -42,7 +45,7 @@ from ddcore.evaluation import paired_difference
 from ddcore.hookspecs import hookimpl
 from ddcore.models import build_model
 from ddcore.presets import ResolvedEval, resolve_eval
-from ddcore.training import accuracy_on, fork_devices, tensor_batches, train_network
+from ddcore.training import TrainingDiverged, TrainRecipe, accuracy_on, fork_devices, tensor_batches, train_network
 
 KIND_PREFIX = {"distilled": "acc", "initial": "initial_acc", "random": "random_real_acc", "full": "full_acc"}
 #: What each row of the metrics is, in words (printed under the metrics table by ``dd run``).
@@ -77,14 +80,56 @@ def train_once(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind
 
     ``kind``: ``"distilled"`` or ``"initial"`` (train on ``distilled``, the set given: both use the seeds of
     ``"distilled"``, so they are paired), ``"random"`` or ``"full"``.
+
+    Raises:
+        TrainingDiverged: the network's loss or weights stopped being finite; the message names the job and
+            the options to lower (:func:`divergence_advice`).
     """
     channels, size, _ = ctx.dataset.image_shape
     member = job_member(ctx, settings, distilled, kind, repeat)
     with torch.random.fork_rng(devices=fork_devices(ctx.device)):
         torch.manual_seed(member.seed)
         model = build_model(settings.model, ctx.dataset.num_classes, channels, size)
-        train_network(model, member.batches, member.recipe, ctx.device, size)
+        try:
+            train_network(model, member.batches, member.recipe, ctx.device, size)
+        except TrainingDiverged as exc:
+            raise diverged(ctx, settings, distilled, kind, repeat, member.recipe, exc) from None
     return model
+
+
+def learned_lr(settings: ResolvedEval, distilled: DistilledSet | None, kind: str) -> float | None:
+    """The distilled set's learned lr when job ``kind`` trains with it (``eval.use_learned_lr``), else ``None``."""
+    if kind in ("distilled", "initial") and settings.use_learned_lr and distilled is not None and distilled.lr is not None:
+        return float(distilled.lr)
+    return None
+
+
+def divergence_advice(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind: str, recipe: TrainRecipe) -> str:
+    """What to lower when job ``kind``'s network (trained with ``recipe``) diverged, in words naming the options.
+
+    The lr it used is named: ``eval.lr (now X)``, or the distilled set's learned lr (``eval.use_learned_lr``);
+    the weight decay as ``eval.weight_decay`` when it is that option's value (a plugin's protocol may fix it).
+    """
+    config = getattr(ctx.config, "eval", None)
+    decay = f"{recipe.weight_decay:g}"
+    if config is not None and recipe.weight_decay == config.weight_decay:
+        decay = f"eval.weight_decay (now {decay})"
+    else:
+        decay = f"the weight decay ({decay})"
+    learned = learned_lr(settings, distilled, kind)
+    if learned is not None:
+        return (
+            f"it trained at the distilled set's learned lr {learned:g} (eval.use_learned_lr = true): set "
+            f"eval.use_learned_lr=false to train at eval.lr (now {settings.recipe.lr:g}), or lower {decay}"
+        )
+    return f"lower eval.lr (now {recipe.lr:g}) or {decay}"
+
+
+def diverged(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind: str, repeat: int,
+             recipe: TrainRecipe, exc: TrainingDiverged) -> TrainingDiverged:  # fmt: skip
+    """``exc`` re-phrased for job ``(kind, repeat)``: the row and repeat, and :func:`divergence_advice`."""
+    subject = f"the evaluation network of row {KIND_PREFIX.get(kind, kind)} (repeat {repeat})"
+    return exc.advised(subject, divergence_advice(ctx, settings, distilled, kind, recipe))
 
 
 def job_member(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind: str, repeat: int) -> Member:
@@ -97,8 +142,9 @@ def job_member(ctx, settings: ResolvedEval, distilled: DistilledSet | None, kind
     recipe = settings.recipe
     if kind in ("distilled", "initial"):
         labels = _training_labels(distilled, settings.labels)
-        if settings.use_learned_lr and distilled.lr is not None:
-            recipe = type(recipe)(**{**recipe.to_dict(), "lr": float(distilled.lr)})
+        lr = learned_lr(settings, distilled, kind)
+        if lr is not None:
+            recipe = type(recipe)(**{**recipe.to_dict(), "lr": lr})
         batches = tensor_batches(distilled.images.detach(), labels.detach(), recipe.batch_size, shuffle)
     elif kind == "random":
         counts = Counter(distilled.hard_labels().tolist())
@@ -136,7 +182,11 @@ def train_jobs(ctx, settings: ResolvedEval, sets, jobs, splits: tuple[str, ...],
             plan = EnsemblePlan.one_by_one(reason, len(repeats), ctx.device)
         else:
             members = [job_member(ctx, settings, sets.get(kind), kind, repeat) for repeat in repeats]
-            run = train_ensemble(build, members, ctx.device, ctx.dataset.image_shape, mode=mode)
+            try:
+                run = train_ensemble(build, members, ctx.device, ctx.dataset.image_shape, mode=mode)
+            except TrainingDiverged as exc:
+                k = exc.member or 0
+                raise diverged(ctx, settings, sets.get(kind), kind, repeats[k], members[k].recipe, exc) from None
             models, plan = run.models, run.plan
         plans[kind] = plan.to_dict()
         accuracy = {
@@ -214,12 +264,17 @@ def dd_evaluate(ctx, distilled):
     return metrics
 
 
-def describe_rows(metrics, namespace: str = "eval/") -> list[str]:
+def describe_rows(metrics, namespace: str = "eval/", *, distiller: str | None = None) -> list[str]:
     """Plain lines saying what each built-in row of ``metrics`` is, and the paired headline when present.
 
-    ``metrics``: a run's metrics (keys ``"<namespace><prefix>_mean"``). Returns ``[]`` when no built-in row is there.
+    ``metrics``: a run's metrics (keys ``"<namespace><prefix>_mean"``). ``distiller``: the run's ``distill``
+    (``"none"``: no distiller ran, so the ``acc`` row is the selected real images). Returns ``[]`` when no
+    built-in row is there.
     """
-    lines = [f"{prefix}: {meaning}" for prefix, meaning in ROW_MEANING.items() if f"{namespace}{prefix}_mean" in metrics]
+    meaning = dict(ROW_MEANING)
+    if distiller == "none":
+        meaning["acc"] = "the selected real images (no distiller ran: distill = none)"
+    lines = [f"{prefix}: {text}" for prefix, text in meaning.items() if f"{namespace}{prefix}_mean" in metrics]
     key = f"{namespace}{GAIN_PREFIX}"
     if f"{key}_mean" in metrics:
         n = len(metrics.get(f"{key}_runs") or [])
@@ -227,6 +282,6 @@ def describe_rows(metrics, namespace: str = "eval/") -> list[str]:
         interval = f", 95% t-interval [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else " (one network: no interval)"
         lines.append(
             f"headline (paired): distilled - initial = {metrics[f'{key}_mean']:+.2f} points, mean over {n} "
-            f"networks with the same seeds{interval}"
+            f"network{'' if n == 1 else 's'} with the same seeds{interval}"
         )
     return lines

@@ -205,6 +205,7 @@ class TrajectoryMatchingDistiller(Distiller):
         if "best_accuracy" in distilled.meta:  # periodic evaluation measures the validation split (Pipeline.periodic_evaluation)
             meta = dict(distilled.meta)
             meta["best_val_accuracy"] = meta.pop("best_accuracy")
+            meta["initial_val_accuracy"] = meta.pop("initial_accuracy", None)
             distilled.meta = meta
         last = log[-10:]
         ctx.record("tm", {
@@ -212,6 +213,7 @@ class TrajectoryMatchingDistiller(Distiller):
             "first_loss": log[0]["loss"], "last_loss_mean10": sum(row["loss"] for row in last) / len(last),
             "syn_lr": distilled.lr, "best_iteration": distilled.meta.get("best_iteration"),
             "best_val_accuracy": distilled.meta.get("best_val_accuracy"),
+            "initial_val_accuracy": distilled.meta.get("initial_val_accuracy"),
         })  # fmt: skip
         session.add_artifact(LOG_FILE, log)
         return distilled

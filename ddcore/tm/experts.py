@@ -60,7 +60,7 @@ from ddcore.datasig import dataset_fingerprint
 from ddcore.errors import ConfigError, DDError
 from ddcore.tm.flatparams import ParamShapes, flatten_params, num_params, param_shapes_of, unflatten_params
 from ddcore.models import MODEL_NAMES, NORMS, ModelSpec, build_model
-from ddcore.training import TrainRecipe, accuracy_on, fork_devices, train_network
+from ddcore.training import TrainingDiverged, TrainRecipe, accuracy_on, fork_devices, train_network
 from ddcore.vocab import AUGMENTS, EXPERT_DEFAULTS, OPTIMIZERS, SCHEDULES, resolve_augment  # noqa: F401 (re-exported)
 
 #: Version of the expert file layout; part of the cache key, so a new layout never reads old files.
@@ -304,6 +304,10 @@ def train_expert(
     augmentation), and the training split is streamed by ``dataset.loader("train", batch_size,
     shuffle=True)`` with a generator seeded by ``expert_seed(recipe, index, "shuffle")``. The caller's
     RNG state is left untouched. ``on_epoch(e)`` is called after each epoch ``e`` (0-based).
+
+    Raises:
+        TrainingDiverged: the expert's loss or weights stopped being finite; one line naming ``experts.lr``
+            and ``experts.weight_decay`` (``dd experts --lr/--weight-decay``), nothing returned to save.
     """
     device = torch.device(device)
     channels, size, _ = dataset.image_shape
@@ -323,7 +327,14 @@ def train_expert(
             if on_epoch is not None:
                 on_epoch(epoch)
 
-        train_network(model, lambda _epoch: loader, train, device, size, on_epoch=snapshot)
+        try:
+            train_network(model, lambda _epoch: loader, train, device, size, on_epoch=snapshot)
+        except TrainingDiverged as exc:
+            raise exc.advised(
+                f"expert {index}",
+                f"lower experts.lr (now {train.lr:g}) or experts.weight_decay (now {train.weight_decay:g}) "
+                "(dd experts: --lr, --weight-decay)",
+            ) from None
         # inside the fork too: an unshuffled DataLoader still draws its base seed from the global RNG
         final_train_acc = 100.0 * accuracy_on(model, dataset.loader("train", ACCURACY_BATCH), device)
         test_acc = 100.0 * accuracy_on(model, dataset.loader("test", ACCURACY_BATCH), device)

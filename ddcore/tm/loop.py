@@ -109,7 +109,10 @@ class TrajectoryMatcher:
             self.augment = DSAugment(DSA(), ctx.derive_generator("tm", "dsa", ctx.process_index))
         self.iteration = 0
         self.log: list[dict] = []
-        self.best: dict | None = None  # {"iteration", "accuracy", "images", "labels", "syn_lr"}
+        #: The best evaluated set: {"iteration", "accuracy", "images", "labels", "syn_lr"}; "iteration" is the
+        #: tm_log.json ``iteration`` (0-based) of the update after which it was evaluated, -1 the initial set.
+        self.best: dict | None = None
+        self.initial_accuracy: float | None = None  # the initial set's validation accuracy (eval_every > 0)
 
     def step(self) -> dict:
         """One outer iteration; returns (and logs) its row. Raises :class:`DDError` on a non-finite loss."""
@@ -199,11 +202,20 @@ class TrajectoryMatcher:
         )
 
     def consider(self, accuracy: float) -> None:
-        """Keep the current set if ``accuracy`` beats the best so far (periodic evaluation)."""
-        self.log[-1]["val_acc"] = accuracy
+        """Keep the current set if ``accuracy`` (validation, %) beats the best so far (periodic evaluation).
+
+        Before the first iteration the current set is the initial one (candidate iteration -1, kept in
+        :attr:`initial_accuracy`); after it, the set of the last logged row (its ``iteration``, 0-based),
+        whose ``val_acc`` is set. Ties keep the earlier set.
+        """
+        iteration = self.iteration - 1  # the log row just written; -1 before any iteration: the initial set
+        if self.log:
+            self.log[-1]["val_acc"] = accuracy
+        else:
+            self.initial_accuracy = accuracy
         if self.best is None or accuracy > self.best["accuracy"]:
             current = self.current()
-            self.best = {"iteration": self.iteration, "accuracy": accuracy, "images": current.images,
+            self.best = {"iteration": iteration, "accuracy": accuracy, "images": current.images,
                          "labels": current.labels, "syn_lr": current.lr}  # fmt: skip
 
     def result(self) -> DistilledSet:
@@ -211,7 +223,8 @@ class TrajectoryMatcher:
         distilled = self.current()
         if self.best is not None:
             distilled.images, distilled.labels, distilled.lr = self.best["images"], self.best["labels"], self.best["syn_lr"]
-            distilled.meta = {**distilled.meta, "best_iteration": self.best["iteration"], "best_accuracy": self.best["accuracy"]}
+            distilled.meta = {**distilled.meta, "best_iteration": self.best["iteration"], "best_accuracy": self.best["accuracy"],
+                              "initial_accuracy": self.initial_accuracy}  # fmt: skip
         return distilled
 
     def state_dict(self) -> dict:
@@ -233,6 +246,7 @@ class TrajectoryMatcher:
             "streams": streams,
             "log": list(self.log),
             "best": self.best,
+            "initial_accuracy": self.initial_accuracy,
             "unroll": self.unroll,
         }
 
@@ -255,6 +269,7 @@ class TrajectoryMatcher:
         self.iteration = int(state["iteration"])
         self.log = list(state["log"])
         self.best = state.get("best")
+        self.initial_accuracy = state.get("initial_accuracy")
         saved = state.get("unroll")
         if saved in ("full", "constant") and saved != self.unroll and self.config.unroll == "auto":
             # Both unrolls agree to rounding only: keep the checkpoint's, so the resumed run is bit for bit
@@ -282,8 +297,9 @@ def distill_tm(
     With a ``session``, a checkpoint is saved every ``tm.checkpoint_every`` iterations and at the end
     (:meth:`~ddcore.distillers.DistillSession.save_checkpoint`, with every plugin's state), and the
     session's ``resume_state`` (the newest checkpoint's) is continued from. With ``tm.eval_every`` and
-    ``evaluate`` (distilled set -> accuracy), the set is evaluated every so many iterations and at the
-    end, and the best one is returned. ``plan``: the run's memory plan (:class:`TrajectoryMatcher`).
+    ``evaluate`` (distilled set -> accuracy), the initial set is evaluated before the first iteration,
+    then the set every so many iterations and at the end, and the best one (the initial set included) is
+    returned; one reporter line says which was kept. ``plan``: the run's memory plan (:class:`TrajectoryMatcher`).
     """
     matcher = TrajectoryMatcher(ctx, initial, experts, model_spec, config, plan)
     if session is not None and session.resume_state is not None:
@@ -295,6 +311,9 @@ def distill_tm(
     every = config.checkpoint_every
     with ctx.reporter.progress("trajectory matching", total=config.iterations) as advance:
         advance(matcher.iteration)
+        periodic = evaluate is not None and bool(config.eval_every)
+        if periodic and matcher.iteration == 0 and matcher.best is None:  # the initial set is a candidate too
+            matcher.consider(evaluate(matcher.current()))
         while matcher.iteration < config.iterations:
             matcher.step()
             done = matcher.iteration
@@ -303,4 +322,9 @@ def distill_tm(
             if session is not None and every and (done % every == 0 or done == config.iterations):
                 session.save_checkpoint(done, matcher.state_dict())
             advance(1)
+    if periodic and matcher.best is not None:
+        best = matcher.best
+        which = "the initial set (iteration -1)" if best["iteration"] < 0 else f"the set after iteration {best['iteration']}"
+        initial = "" if matcher.initial_accuracy is None else f"; initial set {matcher.initial_accuracy:.2f}%"
+        ctx.reporter.info(f"trajectory matching kept {which}: validation accuracy {best['accuracy']:.2f}%{initial}")
     return matcher.result(), matcher.log

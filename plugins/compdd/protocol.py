@@ -20,6 +20,7 @@ import dataclasses
 from ddcore import DistilledSet, ImageDataset
 from ddcore.evaluation import evaluate_once, shard_repeats, summarise
 from ddcore.presets import ResolvedEval, resolve_eval, resolve_model
+from ddcore.training import TrainingDiverged
 
 IMAGENET_EPOCHS, IMAGENET_WIDTH = 1000, 128
 MINI_EPOCHS, MINI_WIDTH = 300, 32
@@ -70,9 +71,27 @@ def evaluate_protocol(ctx, distilled: DistilledSet, settings: ResolvedEval) -> d
     """Train ``settings.runs`` networks (dealt round-robin to processes), gather, summarise.
 
     Returns ``acc_mean``, ``acc_std`` (population std), ``acc_runs`` (percent) and ``epochs``.
+
+    Raises:
+        TrainingDiverged: a network's training diverged; one line naming the lr it used (``eval.lr`` or the
+            distilled set's learned lr) and the protocol's fixed weight decay.
     """
-    accuracies = shard_repeats(
-        ctx, settings.runs, lambda repeat: evaluate_once(ctx, settings, distilled, "distilled", repeat),
-        title=f"Comp-DD protocol ({settings.runs} networks)",
-    )
+
+    def one(repeat: int) -> float:
+        try:
+            return evaluate_once(ctx, settings, distilled, "distilled", repeat)
+        except TrainingDiverged as exc:
+            lr = settings.recipe.lr
+            if settings.use_learned_lr and distilled.lr is not None:
+                cause = (f"it trained at the distilled set's learned lr {float(distilled.lr):g}, which the protocol "
+                         "prescribes: distil again so that the learned lr stays smaller")  # fmt: skip
+            else:
+                cause = f"lower eval.lr (now {lr:g})"
+            raise exc.advised(
+                f"the Comp-DD protocol's network (repeat {repeat})",
+                f"{cause}; the protocol fixes weight decay {settings.recipe.weight_decay:g} and momentum "
+                f"{settings.recipe.momentum:g}",
+            ) from None
+
+    accuracies = shard_repeats(ctx, settings.runs, one, title=f"Comp-DD protocol ({settings.runs} networks)")
     return {**summarise(accuracies), "epochs": settings.recipe.epochs}

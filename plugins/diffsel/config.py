@@ -193,6 +193,11 @@ class DiffselConfig:
     def __post_init__(self) -> None:
         if not self.timesteps:
             raise ConfigError(f"config key '{KEY}.timesteps' must list at least one timestep")
+        if self.prior == "auto" and max(self.timesteps) >= self.train.timesteps:  # before the prior is trained
+            raise ConfigError(
+                f"config key '{KEY}.timesteps': {max(self.timesteps)} is beyond the trained prior's schedule "
+                f"(timesteps 0..{self.train.timesteps - 1}, '{KEY}.train.timesteps' = {self.train.timesteps})"
+            )
         if "{name}" not in self.prompt:
             raise ConfigError(f"config key '{KEY}.prompt' must contain {{name}}, got {self.prompt!r}")
         if self.teacher and self.teacher not in ("trained", "run") and not self.teacher.startswith("torchvision:"):

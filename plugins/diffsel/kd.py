@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcore.training import TrainingDiverged, finite_parameters, optimizer_step
 from ddcore_diffsel.scorers import random_resized_boxes
 from ddcore_diffsel.windows import crop_resize
 
@@ -89,7 +90,12 @@ def beta_draw(a: float, generator: torch.Generator) -> float:
 
 def train_student(student: nn.Module, teacher: nn.Module, images: torch.Tensor, recipe: KDRecipe,
                   generator: torch.Generator, device) -> nn.Module:  # fmt: skip
-    """Train ``student`` in place on ``images [N, C, H, W]`` (normalised) with the teacher's soft targets."""
+    """Train ``student`` in place on ``images [N, C, H, W]`` (normalised) with the teacher's soft targets.
+
+    Raises:
+        TrainingDiverged: the KD loss summed over an epoch, or a weight, is NaN or infinite (checked after
+            every epoch); one line naming ``plugin.diffsel.kd.lr`` and ``plugin.diffsel.kd.weight_decay``.
+    """
     student.to(device).train()
     teacher.eval()
     optimizer = torch.optim.AdamW(student.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -97,7 +103,8 @@ def train_student(student: nn.Module, teacher: nn.Module, images: torch.Tensor, 
     per_epoch = math.ceil(n / recipe.batch_size)
     total = recipe.epochs * per_epoch
     step = 0
-    for _ in range(recipe.epochs):
+    for epoch in range(recipe.epochs):
+        summed = torch.zeros((), device=device)
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, recipe.batch_size):
             batch = augment_batch(images[order[start : start + recipe.batch_size]], recipe, generator).to(device)
@@ -108,6 +115,18 @@ def train_student(student: nn.Module, teacher: nn.Module, images: torch.Tensor, 
             loss = kd_loss(student(batch), target, recipe.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            try:
+                optimizer_step(optimizer, epoch, recipe.epochs)
+            except TrainingDiverged as exc:
+                raise exc.advised("the KD student", _advice(recipe)) from None
+            summed += loss.detach()
             step += 1
+        loss_value = float(summed)
+        if not math.isfinite(loss_value) or not finite_parameters(student):
+            raise TrainingDiverged(epoch, recipe.epochs, loss_value, subject="the KD student",
+                                   weights=math.isfinite(loss_value), advice=_advice(recipe))  # fmt: skip
     return student.eval()
+
+
+def _advice(recipe: KDRecipe) -> str:
+    return f"lower plugin.diffsel.kd.lr (now {recipe.lr:g}) or plugin.diffsel.kd.weight_decay (now {recipe.weight_decay:g})"

@@ -102,3 +102,12 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("Error [diffsel]:") and "does not exist" in err[0]
+
+
+def test_timesteps_beyond_the_prior_schedule_are_refused_before_the_prior_trains(tmp_path):
+    from ddcore.config import from_mapping
+    from ddcore_diffsel.config import DiffselConfig
+
+    with pytest.raises(ConfigError, match=r"timesteps': 5000 is beyond the trained prior's schedule \(timesteps 0\.\.999"):
+        from_mapping(DiffselConfig, {"timesteps": [5000]}, prefix="plugin.diffsel.")
+    assert from_mapping(DiffselConfig, {"timesteps": [999]}, prefix="plugin.diffsel.").timesteps == [999]
