@@ -601,3 +601,22 @@ def test_the_kd_student_names_its_options_when_training_diverges():
     message = str(info.value)
     assert message.startswith("training of the KD student diverged at epoch ") and "\n" not in message
     assert message.endswith("lower plugin.diffsel.kd.lr (now 1e+36) or plugin.diffsel.kd.weight_decay (now 0.01)")
+
+
+@pytest.mark.parametrize("learned", [None, 1e30], ids=["eval.lr", "learned lr"])
+def test_the_compdd_protocol_names_the_lr_it_used_when_training_diverges(dd_context, learned):
+    from ddcore.distilled import DistilledSet
+    from ddcore.training import TrainingDiverged
+    from ddcore_compdd.protocol import evaluate_protocol, protocol_settings
+
+    ctx = dd_context(eval={"lr": 1e30})
+    dataset = ctx.dataset
+    images, labels = dataset.load("train", list(range(10)))
+    distilled = DistilledSet(images, labels, list(dataset.class_names), dataset.mean, dataset.std, lr=learned)
+    settings = protocol_settings(ctx, dataset, runs=1, epochs=2, width=8)
+    with pytest.raises(TrainingDiverged) as info:
+        evaluate_protocol(ctx, distilled, settings)
+    message = str(info.value)
+    assert message.startswith("training of the Comp-DD protocol's network (repeat 0) diverged at epoch ")
+    assert ("learned lr 1e+30, which the protocol prescribes" if learned else "lower eval.lr (now 1e+30)") in message
+    assert message.endswith("the protocol fixes weight decay 0.0005 and momentum 0.9")
