@@ -87,5 +87,5 @@ def test_dd_run_prints_what_each_row_is(cli, tmp_path):
                          "--baseline", "random", "--eval-runs", "1", "--set", "eval.epochs=1", "--set", "eval.width=8",
                          "--quiet")  # fmt: skip
     assert code == 0, err
-    assert "acc: the distilled set" in out
+    assert "acc: the selected real images (no distiller ran: distill = none)" in out  # no --distill: the selection itself
     assert "random_real_acc: a fresh random real subset of the same per-class size, drawn again for every network" in out
