@@ -138,6 +138,8 @@ def prepare_out_dir(out: Path, overwrite: bool) -> Path:
     left behind. Raises a :class:`DDError` naming ``--out`` as :func:`check_out_dir` does, or when the
     folder cannot be emptied, created or written.
     """
+    from ddcore.storage import probe_dir
+
     check_out_dir(out, overwrite)
     try:
         if out.is_dir():
@@ -146,24 +148,17 @@ def prepare_out_dir(out: Path, overwrite: bool) -> Path:
                     shutil.rmtree(child)
                 else:
                     child.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
         raise DDError(f"--out {out} is not writable: {exc.strerror or exc}") from None
-    return out
+    return probe_dir(out, "--out")
 
 
 def probe_out_dir(out: Path) -> Path:
-    """Prove that an existing run directory (``dd run --resume``) is writable; a one-line :class:`DDError` if not."""
-    try:
-        probe = out / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DDError(f"run directory {out} is not writable: {exc.strerror or exc}") from None
-    return out
+    """Prove that an existing run directory (``dd run --resume``) is writable; a one-line
+    :class:`~ddcore.storage.StorageError` if not (:func:`ddcore.storage.probe_dir`)."""
+    from ddcore.storage import probe_dir
+
+    return probe_dir(out, "--resume", fix="check the run directory's permissions")
 
 
 # ----------------------------------------------------------------------------------------------
