@@ -19,6 +19,16 @@ instance norm), each configuration timed one by one (``train_ensemble(mode="off"
     for ``--expert-epochs`` epochs, without the trajectory snapshots and accuracy passes. Reported: the
     speed-up loop/batched (issue target: at least 2x).
 
+(c) roofline: the floating-point operations of one training step (forward, backward; counted with
+    ``torch.utils.flop_counter.FlopCounterMode``, augmentation and the optimiser's element-wise update not
+    counted) for one network, and K times that for K batched (:class:`ddcore.ensemble.StackedNetworks`: the
+    same arithmetic; the counter's own figure for the vmapped step is printed too, but it counts a grouped
+    convolution's input gradient as if ungrouped) on the IPC sets' batches, the time per step (median of
+    ``--roofline-steps`` after 3 warm-up steps) and the achieved GFLOP/s, next to two ceilings measured in the same process: a 1024x1024 float32 matmul (the CPU's
+    practical peak) and one network on a batch of 256 (this network's kernels when they are large). When one
+    network already reaches a large share of the ceiling, K networks need about K times its FLOPs and batching
+    cannot make K = 6 cost <= 2x one network; when it is far below, the step is overhead-bound and batching helps.
+
 Times are wall-clock seconds on whatever else the machine is running: the load average is printed
 before and after; re-measure on an idle machine before quoting a figure.
 """
@@ -61,6 +71,98 @@ def eval_members(images, labels, recipe, count, seed=0):
     ]
 
 
+def step_cost(build, images, labels, k: int, recipe, device, steps: int) -> tuple[float, float]:
+    """``(FLOPs of one training step, median seconds per step)`` of ``k`` networks on ``images [B, C, H, W]``:
+    one plain module when ``k == 1``, else K stacked networks (each its own copy of the batch)."""
+    import statistics
+
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ddcore.ensemble import StackedNetworks
+    from ddcore.training import make_optimizer
+
+    images, labels = images.to(device), labels.to(device)
+    models = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        models.append(build().to(device).train())
+    if k == 1:
+        params = list(models[0].parameters())
+
+        def loss():
+            return F.cross_entropy(models[0](images), labels)
+    else:
+        stacked = StackedNetworks(models)
+        params = stacked.parameters()
+        xs, ys = images.expand(k, *images.shape), labels.expand(k, *labels.shape)
+
+        def loss():
+            logits = stacked(xs)
+            return F.cross_entropy(logits.flatten(0, 1), ys.flatten(), reduction="none").view(k, -1).mean(1).sum()
+
+    optimizer = make_optimizer(recipe, params)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss().backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return float(flops), statistics.median(times)
+
+
+def matmul_peak(device, n: int = 1024, reps: int = 10) -> float:
+    """GFLOP/s of an ``n x n`` float32 matmul on ``device`` (median of ``reps``)."""
+    import statistics
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def roofline(build, dataset, by_class, ipcs, ks, recipe, device, steps: int) -> None:
+    peak = matmul_peak(device)
+    big_images, big_labels = dataset.load("train", list(range(256)))
+    big_flops, big_s = step_cost(build, big_images, big_labels, 1, recipe, device, max(3, steps // 4))
+    print()
+    print(f"(c) roofline: one training step (forward + backward + update), FLOPs by torch.utils.flop_counter; "
+          f"median of {steps} steps")  # fmt: skip
+    print(f"  ceilings: 1024x1024 matmul {peak:.1f} GFLOP/s; one network at batch 256: "
+          f"{big_flops / 1e9:.3f} GFLOP/step in {1e3 * big_s:.1f} ms = {big_flops / big_s / 1e9:.1f} GFLOP/s")  # fmt: skip
+    print("  GFLOP/step: K x one network's count (the same arithmetic); 'counted' is FlopCounterMode's own figure for the")
+    print("  vmapped step, which counts a grouped convolution's input gradient as if ungrouped (K times too many)")
+    print(f"  {'IPC':>3} {'K':>3} {'batch':>5} {'GFLOP/step':>11} {'counted':>8} {'ms/step':>8} {'GFLOP/s':>8} {'of matmul':>10} {'step/one':>9}")
+    for ipc in ipcs:
+        images, labels = dataset.load("train", [i for idx in by_class for i in idx[:ipc]])
+        one = None
+        for k in [1, *ks]:
+            counted, seconds = step_cost(build, images, labels, k, recipe, device, steps)
+            one = one or (counted, seconds)
+            flops = k * one[0]
+            print(f"  {ipc:>3} {k:>3} {images.shape[0]:>5} {flops / 1e9:11.4f} {counted / 1e9:8.3f} {1e3 * seconds:8.2f} "
+                  f"{flops / seconds / 1e9:8.2f} {flops / seconds / 1e9 / peak:9.1%} {seconds / one[1]:8.2f}x")  # fmt: skip
+            sys.stdout.flush()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: few epochs, K = 3 and 6, IPC 1 only")
@@ -69,6 +171,7 @@ def main() -> int:
     parser.add_argument("--ipcs", default="", help="comma-separated IPC values (default 1,10; --quick: 1)")
     parser.add_argument("--experts", type=int, default=5, help="N experts (0: skip)")
     parser.add_argument("--expert-epochs", type=int, default=0, help="expert epochs (0: 2; --quick: 1)")
+    parser.add_argument("--roofline-steps", type=int, default=0, help="timed steps per roofline line (0: 20; --quick: 10; -1: skip)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     ks = [int(k) for k in (args.ks or ("3,6" if args.quick else "3,6,10")).split(",")]
@@ -141,6 +244,9 @@ def main() -> int:
         batch_s, batched = timed(lambda: train_ensemble(build, expert_members(), device, dataset.image_shape, mode="on"))
         print(f"  one by one {loop_s:.2f} s, batched {batch_s:.2f} s: {loop_s / batch_s:.2f}x; "
               f"max |dparam| {largest_difference(loop.models, batched.models):.2e}; plan {batched.plan.to_dict()}")  # fmt: skip
+    steps = args.roofline_steps or (10 if args.quick else 20)
+    if steps > 0:
+        roofline(build, dataset, by_class, ipcs, ks, recipe, device, steps)
     print()
     print("load average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     return 0

@@ -20,7 +20,11 @@ are in ``KNOWN_SURVIVORS`` (they count against the score). Mutant names are numb
 mutmut from the source, so an edit to a module renumbers its mutants: a survivor not in
 ``EQUIVALENT`` is printed as "unexplained" and must be looked at (``mutmut show NAME`` in the
 module's staging folder). The report table goes to stdout (markdown) and to
-``$DD_MUTATION_WORK/report.json``.
+``$DD_MUTATION_WORK/report.json`` (and ``<module>/report.json``).
+
+``--rerun-survivors`` (after adding tests, the module itself unchanged) runs only the last run's
+survivors against the current focused tests and keeps every other verdict: a mutant killed before
+is still killed, since the tests that killed it are still selected (the test list only grows).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "augment": ("ddcore/augment.py", [
         "tests/test_augment.py", "tests/test_mutation_augment.py"]),
     "cam": ("ddcore/cam.py", [
-        "tests/test_cam.py", "tests/test_mutation_cam.py"]),
+        "tests/test_cam.py", "tests/test_cam_chunk.py", "tests/test_mutation_cam.py"]),
     "training": ("ddcore/training.py", [
         "tests/test_training.py", "tests/test_mutation_training.py"]),
     "builtin.evaluate": ("ddcore/builtin/evaluate.py", [
@@ -124,6 +128,26 @@ EQUIVALENT: dict[str, str] = {
     "ddcore_diffsel.ranking.x_kmeans_order__mutmut_30": "len == k enters the fill with k - len = 0: adds nothing",
     "ddcore_diffsel.ranking.x_kmeans_order__mutmut_50": "torch.tensor(list of int) is int64 without dtype=",
     "ddcore_diffsel.ranking.x_kmeans_order__mutmut_52": "torch.tensor(list of int) is int64 without dtype=",
+    # augment (DSA)
+    "ddcore.augment.x_apply_family__mutmut_49": "unreachable: parse_strategy raises for every family not handled above",
+    "ddcore.augment.x__translate__mutmut_3": "shift.to(device=None): apply_family's params are already on the images' device (DSA.apply moves them)",
+    "ddcore.augment.x__translate__mutmut_5": "shift.to(dtype) without device=: as above",
+    "ddcore.augment.x__translate__mutmut_12": "padding 1 instead of 0 for an empty batch: the output is empty either way",
+    "ddcore.augment.x__translate__mutmut_17": "padding 1 instead of 0 for an empty batch: the output is empty either way",
+    "ddcore.augment.x__translate__mutmut_27": "DEVICE: arange(device=None) is the CPU; differs only for images on a GPU",
+    "ddcore.augment.x__translate__mutmut_29": "DEVICE: arange without device= is the CPU",
+    "ddcore.augment.x__translate__mutmut_36": "DEVICE: arange(device=None) is the CPU",
+    "ddcore.augment.x__translate__mutmut_38": "DEVICE: arange without device= is the CPU",
+    "ddcore.augment.x__translate__mutmut_31": "shift[:, 1:3] is shift[:, 1:2]: shift has 2 columns",
+    "ddcore.augment.x__cutout__mutmut_3": "box.to(None): apply_family's params are already on the images' device",
+    "ddcore.augment.x__cutout__mutmut_29": "box[:, 3:5] is box[:, 3:4]: the box has 4 columns",
+    "ddcore.augment.x__cutout__mutmut_34": "images * bool mask promotes to the images' dtype with the same values",
+    "ddcore.augment.x__flip__mutmut_15": "flip.to(None): apply_family's params are already on the images' device",
+    "ddcore.augment.x__warp__mutmut_7": "align_corners=None: kornia normalises the pixel matrix for the same convention (same warp, 1.6e-15 in float64)",
+    "ddcore.augment.x__warp__mutmut_13": "align_corners dropped: kornia's default is True",
+    "ddcore.augment.x__warp__mutmut_18": "align_corners=False: kornia normalises the pixel matrix for the same convention (same warp, 1.6e-15 in float64)",
+    "ddcore.augment.x__warp__mutmut_11": "mode dropped: kornia's default is bilinear",
+    "ddcore.augment.x__warp__mutmut_12": "padding_mode dropped: kornia's default is zeros",
 }
 
 #: surviving mutants that are NOT equivalent but are left alive on purpose (counted against the score)
@@ -132,6 +156,7 @@ KNOWN_SURVIVORS: dict[str, str] = {
     "ddcore_diffsel.ranking.x_bisecting_order__mutmut_69": "split += 2 (seed stream of splits >= 2): as above",
     "ddcore_diffsel.ranking.x_kmeans_order__mutmut_20": "n_init 4 vs 3: best of more k-means++ restarts; same clusters on any input whose optimum 3 restarts find",
     "ddcore_diffsel.ranking.x_rank_class__mutmut_14": "random_state=None (unseeded k-means): right answer on well separated data; a seed-sensitive test would be flaky",
+    "ddcore.augment.xǁDSAǁsample__mutmut_158": "flip when u <= 0.5 instead of u < 0.5: differs only for a float32 draw of exactly 0.5 (2^-24 per image)",
 }
 
 PYPROJECT = """\
@@ -181,18 +206,52 @@ def results(dest: Path) -> dict[str, str]:
     return status
 
 
-def run_module(key: str, work: Path, children: int, report_only: bool = False) -> dict:
+def restage_tests(key: str, dest: Path) -> None:
+    """Refresh the focused tests (and their list) of an existing staging folder, keeping its mutants."""
+    target, tests = MODULES[key]
+    package = target.split("/")[0]
+    staged = dest / package / target.split("/", 1)[1]
+    if staged.read_bytes() != (ROOT / PACKAGES[package] / target.split("/", 1)[1]).read_bytes():
+        raise SystemExit(f"{key}: {target} changed since its last full run (mutants renumbered): run it in full")
+    test_dirs = sorted({str(Path(t).parent) for t in tests})
+    for folder in test_dirs:
+        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    tests = [t for t in tests if (ROOT / t).exists()]
+    (dest / "pyproject.toml").write_text(PYPROJECT.format(
+        package=package, target=target, also_copy=json.dumps(test_dirs), tests=json.dumps(tests)))
+
+
+def run_module(key: str, work: Path, children: int, report_only: bool = False, rerun: bool = False) -> dict:
+    previous: dict[str, str] = {}
     if report_only:  # re-read the last run's results (e.g. after editing EQUIVALENT)
         dest, wall, returncode = work / key, 0.0, 0
     else:
-        dest = stage(key, work)
+        names: list[str] = []
+        if rerun:  # only the last run's survivors, against the refreshed tests (the others stay killed)
+            dest = work / key
+            saved = dest / "status.json"
+            previous = json.loads(saved.read_text()) if saved.exists() else results(dest)
+            names = [n for n, s in previous.items() if s not in ("killed", "timeout")]
+            restage_tests(key, dest)
+        else:
+            dest = stage(key, work)
         start = time.monotonic()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(children)], cwd=dest, env=env,
-                              capture_output=True, text=True)
-        wall, returncode = time.monotonic() - start, proc.returncode
-        (dest / "mutmut-run.log").write_text(proc.stdout + proc.stderr)
-    status = results(dest)
+        if rerun and not names:  # nothing survived: mutmut without names would rerun every mutant
+            returncode = 0
+        else:
+            proc = subprocess.run([str(MUTMUT), "run", "--max-children", str(children), *names], cwd=dest, env=env,
+                                  capture_output=True, text=True)
+            returncode = proc.returncode
+            (dest / "mutmut-run.log").write_text(proc.stdout + proc.stderr)
+        wall = time.monotonic() - start
+    saved = dest / "status.json"
+    status = json.loads(saved.read_text()) if report_only and saved.exists() else results(dest)
+    if previous:
+        # adding tests can only add kills: a mutant killed before is killed by the same test now
+        status = {n: (s if s in ("killed", "timeout") else status.get(n, s)) for n, s in previous.items()}
+    if not report_only:
+        (dest / "status.json").write_text(json.dumps(status, indent=0))
     # a mutant that makes a test hang (mutmut's "timeout") is detected too: counted as killed
     killed = [n for n, s in status.items() if s in ("killed", "timeout")]
     survived = [n for n, s in status.items() if s not in ("killed", "timeout")]
@@ -204,6 +263,7 @@ def run_module(key: str, work: Path, children: int, report_only: bool = False) -
         "killed": len(killed), "survived": len(survived), "equivalent": len(equivalent),
         "score": (len(killed) / denominator) if denominator else None, "wall_s": round(wall, 1),
         "survivors": {n: status[n] for n in survived}, "unexplained": gaps, "returncode": returncode,
+        "rerun_of_survivors": bool(previous),
     }
 
 
@@ -213,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=int(os.environ.get("DD_MUTATION_CHILDREN", "2")))
     parser.add_argument("--list", action="store_true", help="print the module -> tests mapping and exit")
     parser.add_argument("--report-only", action="store_true", help="no run: tabulate the last run in the work folder")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="rerun only the last run's survivors with the current tests (module source unchanged)")
     args = parser.parse_args(argv)
     if args.list:
         for key, (target, tests) in MODULES.items():
@@ -225,10 +287,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (ROOT / PACKAGES[MODULES[key][0].split("/")[0]] / MODULES[key][0].split("/", 1)[1]).exists():
             print(f"{key}: module not present, skipped", file=sys.stderr)
             continue
-        if args.report_only and not (work / key / "mutants").is_dir():
+        if (args.report_only or args.rerun_survivors) and not (work / key / "mutants").is_dir():
             print(f"{key}: no previous run in {work / key}, skipped", file=sys.stderr)
             continue
-        row = run_module(key, work, args.children, args.report_only)
+        row = run_module(key, work, args.children, args.report_only, args.rerun_survivors)
+        (work / key / "report.json").write_text(json.dumps(row, indent=1))
         rows.append(row)
         print(f"{key}: {row['killed']}/{row['generated']} killed, {row['survived']} survived "
               f"({row['equivalent']} equivalent), {row['wall_s']} s", file=sys.stderr, flush=True)

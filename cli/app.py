@@ -72,15 +72,17 @@ def cli() -> None:
 
 def _register_core_commands() -> None:
     """The core commands; their modules import only click at the top, so ``dd --help`` stays torch-free."""
+    from ddcore_cli.compare_cmd import compare_command
     from ddcore_cli.datasets_cmd import datasets_command
     from ddcore_cli.distillers_cmd import distillers_command
     from ddcore_cli.eval_cmd import eval_command
+    from ddcore_cli.export_cmd import export_command
     from ddcore_cli.experts_cmd import experts_command
     from ddcore_cli.plugins_cmd import plugins_command
     from ddcore_cli.run_cmd import run_command
     from ddcore_cli.show_cmd import show_command
 
-    commands = (run_command, plugins_command, show_command, eval_command, datasets_command, distillers_command, experts_command)
+    commands = (run_command, plugins_command, show_command, eval_command, datasets_command, distillers_command, experts_command, export_command, compare_command)
     for command in commands:
         cli.add_command(command)
 

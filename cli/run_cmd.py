@@ -39,6 +39,8 @@ def flag_overrides(**flags: Any) -> dict[str, Any]:
         overrides = deep_merge(overrides, _nested(key, str(value) if isinstance(value, Path) else value))
     if flags.get("baseline"):
         overrides = deep_merge(overrides, {"eval": {"baseline": list(flags["baseline"])}})
+    if flags.get("log_with"):  # repeatable, each may be a comma list (the config splits it)
+        overrides["log_with"] = list(flags["log_with"])
     for flag in ("overwrite", "cpu"):
         if flags.get(flag):
             overrides[flag] = True
@@ -86,6 +88,7 @@ def merged_config(config_file: Path | None, plugins: tuple[str, ...], sets: tupl
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. --set eval.lr=0.02 --set plugin.edf.beta=2.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache folder (default $DDCORE_CACHE or ~/.cache/ddcore).")
 @click.option("--cpu", is_flag=True, help="Run on the CPU even when a GPU is present.")
+@click.option("--log-with", "log_with", multiple=True, metavar="TRACKER[,TRACKER]", help="Also log to Accelerate trackers: tensorboard, wandb, mlflow, ... (repeatable or a comma list; logs under RUN/trackers/). Default: none.")
 @click.option("--resume", type=click.Path(path_type=Path), metavar="RUN_DIR", help="Continue a run from its last finished stage with its recorded config; other options may change only later stages (eval.* once the set is distilled).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the metrics table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")

@@ -1,10 +1,14 @@
-"""``dd show RUN_DIR``: a run's summary from its manifest and metrics."""
+"""``dd show RUN_DIR``: a run's summary from its manifest and metrics, and where its pictures are."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+#: The pictures a run directory may hold, in the order they are listed: the distilled set (every run that
+#: saved one) and the matching loss and ``syn_lr`` over iterations (``--distill tm`` runs).
+PICTURES = ("grid.png", "tm_log.png")
 
 
 @click.command(name="show")
@@ -23,8 +27,10 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     manifest = artifacts.read_json(run_dir / artifacts.MANIFEST_FILE, "run manifest")
     metrics_path = run_dir / artifacts.METRICS_FILE
     metrics = artifacts.read_json(metrics_path, "metrics file").get("metrics", {}) if metrics_path.exists() else {}
+    shown = pictures(run_dir)
     if as_json:
-        click.echo(json.dumps({"manifest": manifest, "metrics": metrics, "state": run_state(run_dir, manifest)}, indent=2))
+        state = run_state(run_dir, manifest)
+        click.echo(json.dumps({"manifest": manifest, "metrics": metrics, "state": state, "pictures": shown}, indent=2))
         return
     config = manifest.get("config", {})
     topology = manifest.get("accelerate", {})
@@ -56,6 +62,13 @@ def show_command(run_dir: Path, as_json: bool) -> None:
         console.print(table)
     if metrics:
         console.print(metrics_table(metrics, title="metrics (accuracy %)"))
+    for path in shown:
+        console.print(f"picture: {path}", soft_wrap=True, highlight=False, markup=False)
+
+
+def pictures(run_dir: Path) -> list[str]:
+    """The paths of the :data:`PICTURES` that ``run_dir`` holds."""
+    return [str(run_dir / name) for name in PICTURES if (run_dir / name).is_file()]
 
 
 def run_state(run_dir: Path, manifest: dict) -> str:

@@ -192,6 +192,46 @@ class ExpertsConfig:
     augment: AugmentOption = EXPERT_DEFAULTS["augment"]
     optimizer: Optimizer = EXPERT_DEFAULTS["optimizer"]
     schedule: Schedule = EXPERT_DEFAULTS["schedule"]
+    # train a process's missing experts together (ddcore.ensemble): auto (GPU), on, off; not in the cache key
+    batched: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass
+class RobustnessConfig:
+    """DD-Ranking's robustness scores (``[robustness]``; the built-in plugin ``robustness``,
+    :mod:`ddcore.builtin.robustness`, formula in :mod:`ddcore.robustness`, docs/robustness.md).
+
+    ``scores``: ``"lrs"`` (label-robust score) and/or ``"ars"`` (augmentation-robust score); empty = off.
+    ``runs``: networks per row (0: ``eval.runs``). ``lrs_weight`` is the paper's ``w``, ``ars_weight`` its
+    ``gamma``. ``augment``: ARS's "with augmentation" condition (``auto``: the evaluator's, or ``dsa`` when
+    that is ``none``). ``lr_search``: candidate lrs, chosen per network on the validation split (needs
+    ``holdout = "always"``; never the test split); empty = no search (the evaluator's lr).
+    """
+
+    scores: list[Literal["lrs", "ars"]] = field(default_factory=list)
+    runs: Annotated[int, Range(ge=0, note="0: eval.runs")] = 0
+    lrs_weight: Annotated[float, Range(ge=0, le=1)] = 0.5
+    ars_weight: Annotated[float, Range(ge=0, le=1)] = 0.5
+    augment: AugmentOption = "auto"
+    lr_search: list[Annotated[float, Range(gt=0)]] = field(default_factory=list)
+
+    def check(self, config: "RunConfig") -> None:
+        """Cross-key checks with the rest of the run ``config``: one-line :class:`ConfigError` naming the key."""
+        for key in ("scores", "lr_search"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"config key 'robustness.{key}' lists a value twice: {values}")
+        if "ars" in self.scores and self.augment == "none":
+            raise ConfigError("config key 'robustness.augment' = 'none' leaves ARS nothing to compare (it trains with and "
+                              "without augmentation); choose auto, crop, crop_flip or dsa")
+        if self.scores and self.runs == 0 and config.eval.runs == 0:
+            raise ConfigError("config key 'robustness.scores' needs networks: set robustness.runs or eval.runs above 0")
+        if self.scores and self.lr_search and (not config.validation or config.holdout != "always"):
+            raise ConfigError(  # carving only for the scores would change the training split the set is distilled from
+                "config key 'robustness.lr_search' chooses the lr on the validation split: set holdout = 'always' "
+                f"and validation > 0 (now holdout = {config.holdout!r}, validation = {config.validation:g}); "
+                "the test split is never used to choose"
+            )
 
 
 @dataclass
@@ -203,6 +243,8 @@ class RunConfig:
     dataset: str = "digits"
     data_root: str = ""
     image_size: Annotated[int, Range(ge=0, le=MAX_IMAGE_SIZE, note="option --image-size; 0: the dataset's own")] = 0
+    # ZCA whitening of the pixels (cifar10, cifar100): kornia's ZCAWhitening, eps 0.1, fitted on the training split
+    zca: bool = False
     workers: Annotated[int, Range(ge=0)] = 2
     ipc: Annotated[int, Range(ge=1, note="option --ipc")] = 10
     plugins: list[str] = field(default_factory=list)
@@ -213,11 +255,14 @@ class RunConfig:
     overwrite: bool = False
     cache_dir: str = ""
     cpu: bool = False
+    # Accelerate trackers (ddcore/trackers.py; option --log-with): tensorboard, wandb, ...; a comma list is split
+    log_with: list[str] = field(default_factory=list)
     # the validation split (ddcore/data/split.py): fraction of each class's training images held out, and when
     validation: Annotated[float, Range(ge=0, lt=1, note="0: no validation split")] = 0.1
     holdout: Literal["auto", "always"] = "auto"  # auto: when something selects on accuracy (tm.eval_every > 0)
     eval: EvalConfig = field(default_factory=EvalConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
+    robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     plugin: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Top-level tables that are not core keys: the distillers' own tables (``[tm]``, ``[dm]``), raw until the
     #: distiller registry validates them (:func:`ddcore.distillers.resolve_distiller`).
@@ -228,6 +273,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.distill, str) or not self.distill:
             raise ConfigError(f"config key 'distill' must name a distiller, got {self.distill!r} (option --distill)")
+        self.log_with = list(dict.fromkeys(n.strip() for item in self.log_with for n in item.split(",") if n.strip()))
+        self.robustness.check(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain mapping that :func:`build_config` reads back: core keys, and the distiller's

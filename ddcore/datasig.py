@@ -212,9 +212,13 @@ def data_signature(dataset: Any) -> dict[str, Any]:
     """What a saved artefact records about the data it was made from (JSON-able)::
 
         {"dataset": name, "class_names": [str, ...], "image_shape": [C, H, W],
-         "mean": [float] * C, "std": [float] * C, "fingerprint": dataset_fingerprint(dataset)}
+         "mean": [float] * C, "std": [float] * C, "fingerprint": dataset_fingerprint(dataset),
+         "whitening": the dataset's whitening record (ZCA: {"method": "zca", "eps": 0.1, ...}), only when it has one}
+
+    A set made from whitened images holds whitened pixels: whoever draws or exports it must undo the
+    whitening first (:meth:`ddcore.data.ImageDataset.denormalize` of the same dataset).
     """
-    return {
+    signature = {
         "dataset": str(dataset.name),
         "class_names": [str(c) for c in dataset.class_names],
         "image_shape": [int(v) for v in dataset.image_shape],
@@ -222,6 +226,10 @@ def data_signature(dataset: Any) -> dict[str, Any]:
         "std": [float(v) for v in dataset.std],
         "fingerprint": dataset_fingerprint(dataset),
     }
+    whitening = getattr(dataset, "whitening", None)
+    if whitening is not None:
+        signature["whitening"] = _jsonable(whitening.record())
+    return signature
 
 
 def check_signature(saved: Mapping[str, Any], dataset: Any, *, what: str, fix: str) -> list[int] | None:

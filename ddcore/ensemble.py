@@ -35,6 +35,13 @@ gradients, optimiser state, activations of one batch kept for backward) and fits
 has room for (CUDA: 80% of free memory; CPU: half the available memory); larger ensembles are trained in
 groups one after the other. The plan (:class:`EnsemblePlan`) says what was done; record it.
 
+**Other training loops.** A recipe :func:`train_ensemble` cannot express (knowledge distillation against a
+teacher's logits: ``ddcore_diffsel.kd.train_students``) drives :class:`StackedNetworks` (the stacked
+parameters and one vmapped forward) in its own loop, with :func:`plan_groups` as its memory guard.
+:func:`shard_ensemble` deals repeats over the Accelerate processes (as
+:func:`ddcore.evaluation.shard_repeats`) and hands each process its whole share, so the share can be
+batched; ``on_group`` lets a caller save each group's results as soon as it is done (expert trajectories).
+
 Example::
 
     members = [Member(seed=s, batches=tensor_batches(x, y, 256, torch.Generator().manual_seed(s)), recipe=recipe)
@@ -80,6 +87,8 @@ CUDA_MEMORY_FRACTION = 0.8
 CPU_MEMORY_FRACTION = 0.5
 
 EpochCallback = Callable[[int, int, Mapping[str, torch.Tensor]], None]
+#: ``on_group(member_indices, trained_models)``: a group of networks has finished training.
+GroupCallback = Callable[[list[int], list[nn.Module]], None]
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,14 @@ def network_bytes(model: nn.Module, recipe: TrainRecipe, input_shape: Sequence[i
     return param_bytes * (2 + states) + 2 * outputs * batch + input_bytes
 
 
+def activation_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Bytes of the outputs of every leaf module of ``model`` for one input of ``input_shape`` (``(C, H, W)``):
+    what one image's forward pass holds (shapes only, on the meta device where the modules allow it). Multiply
+    by the batch size for a batch; :func:`network_bytes` counts it twice (outputs kept for backward and their
+    gradients)."""
+    return _leaf_output_bytes(model, input_shape)
+
+
 @torch.no_grad()
 def _leaf_output_bytes(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Bytes of the outputs of every leaf module of ``model`` for one input of ``input_shape``: on the meta
@@ -244,6 +261,25 @@ def plan_group_size(per_network: int, budget: int, networks: int, max_group: int
     """
     size = max(1, min(networks, budget // max(1, per_network)))
     return max(1, min(size, max_group)) if max_group else size
+
+
+def plan_groups(probe: nn.Module, recipe: TrainRecipe, input_shape: Sequence[int], networks: int,
+                device: torch.device | str, *, reason: str, extra_bytes: int = 0,
+                max_group: int | None = None) -> EnsemblePlan:  # fmt: skip
+    """The memory guard for a caller's own batched loop (:class:`StackedNetworks`): ``networks`` networks like
+    ``probe`` trained with ``recipe`` on batches of ``input_shape`` (``(C, H, W)``), split into consecutive
+    groups of as many as fit the device (:func:`network_bytes` + ``extra_bytes`` per network, e.g. a teacher's
+    activations on that network's batch; :func:`memory_budget`), at most ``max_group``.
+
+    Returns a batched :class:`EnsemblePlan` (``reason`` says how they are trained) whose ``groups`` are
+    ``[[0, .., s-1], [s, ..], ..]``.
+    """
+    device = torch.device(device)
+    per_network = network_bytes(probe, recipe, input_shape) + int(extra_bytes)
+    budget = memory_budget(device)
+    size = plan_group_size(per_network, budget, networks, max_group)
+    groups = [list(range(start, min(start + size, networks))) for start in range(0, networks, size)]
+    return EnsemblePlan(True, reason, networks, size, groups, per_network, budget, str(device))
 
 
 def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -364,6 +400,7 @@ def train_ensemble(
     mode: BatchedMode = "auto",
     max_group: int | None = None,
     on_epoch: EpochCallback | None = None,
+    on_group: GroupCallback | None = None,
 ) -> EnsembleRun:
     """Train one fresh network per member (same meaning as one by one: module docstring) and return them.
 
@@ -378,6 +415,9 @@ def train_ensemble(
         on_epoch: ``on_epoch(member_index, epoch, params)`` after each epoch of each network, ``params``
             its parameters by name (detached; copy them to keep them). Members of a group report epoch by
             epoch together, so calls of different members interleave.
+        on_group: ``on_group(member_indices, models)`` as soon as a group has finished training (one by
+            one: each network), before the next group starts: a caller that saves results (expert
+            trajectories) writes each group's when it is done, so an interruption loses the group in training.
 
     Returns an :class:`EnsembleRun`: ``models[k]`` trained for ``members[k]``, and the plan.
     The caller's RNG state is left untouched.
@@ -412,6 +452,8 @@ def train_ensemble(
                 except TrainingDiverged as exc:
                     exc.member = index
                     raise
+                if on_group is not None:
+                    on_group([index], [model])
         return EnsembleRun(models, EnsemblePlan.one_by_one(reason, len(members), device))
 
     per_network = max((network_bytes(probe, m.recipe, input_shape) for m in members), default=0)
@@ -421,8 +463,11 @@ def train_ensemble(
     models: list[nn.Module | None] = [None] * len(members)
     with torch.random.fork_rng(devices=fork_devices(device)):
         for group in groups:
-            for index, model in zip(group, _train_group(build, members, group, device, image_size, on_epoch)):
+            trained = _train_group(build, members, group, device, image_size, on_epoch)
+            for index, model in zip(group, trained):
                 models[index] = model
+            if on_group is not None:
+                on_group(list(group), trained)
     plan = EnsemblePlan(
         True,
         f"batched (torch.func.vmap) in groups of at most {size} by recipe",
@@ -473,3 +518,86 @@ def ensemble_accuracy(
                 total += labels.numel()
             accuracies.extend(c / max(1, total) for c in correct.tolist())
         return accuracies
+
+
+class StackedNetworks:
+    """K networks of one architecture as one vmapped function, for a caller's own training loop (e.g.
+    knowledge distillation, where the targets come from a teacher): their parameters stacked ``[K, ...]``
+    (:func:`torch.func.stack_module_state`), one forward for all of them.
+
+    ``stacked(images)`` maps ``[K, B, C, H, W]`` (network ``k``'s batch at ``images[k]``) to logits
+    ``[K, B, classes]``; :meth:`parameters` go to one ``torch.optim`` optimiser (element-wise updates: K
+    independent optimisers when they share the lr, :func:`~ddcore.training.make_optimizer`);
+    :meth:`write_back` copies the trained values into the K modules and returns them.
+
+    Raises ``ValueError`` for no models or a network :func:`unbatchable_reason` rejects.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        from torch.func import functional_call, stack_module_state, vmap
+
+        self.models = list(models)
+        if not self.models:
+            raise ValueError("StackedNetworks: no networks")
+        reason = unbatchable_reason(self.models[0])
+        if reason is not None:
+            raise ValueError(f"StackedNetworks: {reason}")
+        self.params, self.buffers = stack_module_state(self.models)
+        base = copy.deepcopy(self.models[0]).to("meta")
+        self._forward = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self._forward(self.params, self.buffers, images)
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The stacked parameters (leaf tensors ``[K, ...]``, ``requires_grad``)."""
+        return list(self.params.values())
+
+    def finite(self) -> list[bool]:
+        """Whether each network's parameters are all finite: ``[K]`` bools (one host sync)."""
+        flags = [torch.isfinite(v.detach()).flatten(1).all(dim=1) for v in self.params.values()]
+        return torch.stack(flags).all(dim=0).tolist()
+
+    @torch.no_grad()
+    def write_back(self) -> list[nn.Module]:
+        """Copy network ``k``'s stacked parameters and buffers into ``models[k]``; return the modules."""
+        for k, model in enumerate(self.models):
+            for name, value in model.named_parameters():
+                value.copy_(self.params[name][k])
+            for name, value in model.named_buffers():
+                value.copy_(self.buffers[name][k])
+        return self.models
+
+
+def shard_ensemble(ctx, runs: int, train_many: Callable[[list[int], Callable[[int], None]], tuple[list, EnsemblePlan]],
+                   *, title: str | None = None) -> tuple[list, EnsemblePlan | None]:  # fmt: skip
+    """Repeats ``0 .. runs-1`` dealt round-robin to the run's processes (repeat ``r`` to process ``r mod N``, as
+    :func:`ddcore.evaluation.shard_repeats` deals them), each process's share trained with **one** call
+    ``train_many(repeats, advance)`` (so they can be trained together) -> ``(results, plan)``, ``results[i]``
+    for ``repeats[i]`` (picklable); ``advance(n)`` moves the progress bar ``title`` by ``n`` networks.
+
+    Returns every repeat's result in repeat order (the same list on every process) and this process's
+    :class:`EnsemblePlan` (``None`` when it had no repeats). Seed each repeat from its number, never from the
+    process, so the results do not depend on the number of processes.
+    """
+    from contextlib import nullcontext
+
+    processes, rank = ctx.num_processes, ctx.process_index
+    share = list(range(runs))[rank::processes]
+    plan: EnsemblePlan | None = None
+    results: list = []
+    if share:
+        bar = ctx.reporter.progress(title, total=len(share)) if title else nullcontext(lambda _n=1: None)
+        with bar as advance:
+            results, plan = train_many(share, advance)
+        if len(results) != len(share):
+            raise ValueError(f"shard_ensemble: {len(results)} results for {len(share)} repeats")
+    rows = list(zip(share, results))
+    if processes > 1:
+        from accelerate.utils import gather_object
+
+        rows = gather_object(rows)
+    return [value for _, value in sorted(rows, key=lambda row: row[0])], plan

@@ -147,3 +147,31 @@ def evaluate_once(ctx: "RunContext", settings: "ResolvedEval", distilled: "Disti
     from ddcore.builtin.evaluate import evaluate_once as run_once
 
     return run_once(ctx, settings, distilled, kind, repeat, split)
+
+
+def train_repeats(ctx: "RunContext", settings: "ResolvedEval", distilled: "DistilledSet", repeats: Sequence[int], *,
+                  kind: str = "distilled", mode: str = "auto", on_group: Callable[..., None] | None = None):  # fmt: skip
+    """The built-in evaluator's jobs ``(kind, r) for r in repeats`` trained by :func:`ddcore.ensemble.train_ensemble`
+    under ``mode`` (``eval.batched``: together where it applies, else one by one), each with exactly the seeds
+    and recipe of :func:`evaluate_once`'s network, so its accuracy is :func:`evaluate_once`'s (to float rounding
+    when batched; bit for bit one by one). ``kind``: ``"distilled"`` or ``"random"`` (``"full"`` streams the
+    training split: use :func:`evaluate_once`). ``on_group``: see ``train_ensemble``.
+
+    Returns the :class:`~ddcore.ensemble.EnsembleRun` (``models[i]`` is repeat ``repeats[i]``'s; measure them
+    with :func:`ddcore.ensemble.ensemble_accuracy`) whose plan says how they were trained.
+
+    Raises:
+        TrainingDiverged: a network diverged; ``member`` is its index into ``repeats`` (re-phrase it with
+            :meth:`~ddcore.training.TrainingDiverged.advised`).
+        ConfigError: ``mode="on"`` for a network that cannot be batched (BatchNorm).
+    """
+    from ddcore.builtin.evaluate import job_member
+    from ddcore.ensemble import train_ensemble
+    from ddcore.models import build_model
+
+    if kind == "full":
+        raise ValueError("train_repeats: kind 'full' streams the training split; use evaluate_once")
+    channels, size, _ = ctx.dataset.image_shape
+    members = [job_member(ctx, settings, distilled, kind, r) for r in repeats]
+    build = lambda: build_model(settings.model, ctx.dataset.num_classes, channels, size)  # noqa: E731
+    return train_ensemble(build, members, ctx.device, ctx.dataset.image_shape, mode=mode, on_group=on_group)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("random-real", "ddcore.builtin.selection"),
     ("as-selected", "ddcore.builtin.initialize"),
     ("eval", "ddcore.builtin.evaluate"),
+    ("robustness", "ddcore.builtin.robustness"),
     ("tm", "ddcore.tm.plugin"),
 )
 BUILTIN_NAMES = frozenset(name for name, _ in BUILTIN_PLUGINS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -52,10 +52,15 @@ class Reporter:
             logger.handle(record)
 
     @contextmanager
-    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-        """``with reporter.progress("evaluating", total=3) as advance: ... advance(1)``."""
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        """``with reporter.progress("evaluating", total=3) as advance: ... advance(1)``.
+
+        ``advance(n, **values)`` also shows the latest named numbers after the bar
+        (``advance(1, loss=0.8123, syn_lr=0.01)`` -> ``loss 0.8123  syn_lr 0.01``, 4 significant digits).
+        Nothing is shown (and nothing formatted) when quiet or on a non-main process.
+        """
         if not self.visible:
-            yield lambda n=1: None
+            yield lambda n=1, **values: None
             return
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -63,10 +68,17 @@ class Reporter:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
         )
         with Progress(*columns, console=self.console, transient=False) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
+            task = bar.add_task(description, total=total, status="")
+
+            def advance(n: int = 1, **values: float) -> None:
+                if values:
+                    bar.update(task, status=status_text(values))
+                bar.advance(task, n)
+
+            yield advance
 
     def attach_log_file(self, path: Path) -> None:
         """Copy ddcore's log records into ``path`` (the run directory's ``run.log``)."""
@@ -84,6 +96,15 @@ class Reporter:
             logging.getLogger("ddcore").removeHandler(self._log_handler)
             self._log_handler.close()
             self._log_handler = None
+
+
+def status_text(values: Mapping[str, float]) -> str:
+    """``{"loss": 0.81234, "syn_lr": 0.01}`` -> ``"loss 0.8123  syn_lr 0.01"`` (the progress bar's status).
+
+    >>> status_text({"loss": 0.812345, "syn_lr": 0.0100004})
+    'loss 0.8123  syn_lr 0.01'
+    """
+    return "  ".join(f"{name} {value:.4g}" for name, value in values.items())
 
 
 class _QuietFileHandler(logging.FileHandler):

@@ -27,10 +27,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 #: Top-level config keys that never change what a run computes.
-NOT_SHAPING = frozenset({"name", "out", "overwrite", "workers", "cache_dir", "data_root", "cpu", "plugins"})
+NOT_SHAPING = frozenset({"name", "out", "overwrite", "workers", "cache_dir", "data_root", "cpu", "plugins", "log_with"})
 
 #: Key prefixes that concern only the evaluation, which follows the distilled set.
-EVALUATION_ONLY = ("eval.",)
+EVALUATION_ONLY = ("eval.", "robustness.")
 
 #: The flags of ``dd run`` for config keys, to name the option in messages.
 FLAGS = {

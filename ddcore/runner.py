@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ddcore import artifacts
+from ddcore import artifacts, trackers
 from ddcore.atomic import write_json
 from ddcore.config import RunConfig, build_config, from_mapping
 from ddcore.context import RunContext
@@ -201,11 +201,16 @@ class Pipeline:
         quiet: bool = True,
         write: bool = True,
         resume: str | Path | None = None,
+        given: Any = None,
     ):
         self.started = time.time()
         self.config = build_config(config)
+        self.tracker_names = trackers.check_trackers(self.config.log_with) if write else []  # none for in-memory runs
         #: ``dd run --resume``: the run directory being continued (a fresh run reads nothing from its --out).
         self.resume_dir = Path(resume) if resume is not None else None
+        #: ``dd eval --distilled`` (:mod:`ddcore.external`): ``given(ctx, dataset) -> DistilledSet``, called once the
+        #: dataset is built and before anything is written; the set it returns is saved and evaluated (no select/distill).
+        self.given = given
         self.resume_manifest: dict[str, Any] = read_run_manifest(self.resume_dir) if self.resume_dir is not None else {}
         #: Stages whose output is saved in the run directory: "initial" (checkpoints/initial.pt), "distilled".
         self.finished: list[str] = []
@@ -238,7 +243,7 @@ class Pipeline:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        accelerator = Accelerator(cpu=self.config.cpu or not accelerator_available())
+        accelerator = Accelerator(cpu=self.config.cpu or not accelerator_available(), **trackers.accelerator_options(self.tracker_names))
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched > 1 and accelerator.num_processes != launched:
             raise ConfigError(
@@ -372,6 +377,7 @@ class Pipeline:
             image_size=config.image_size or None,
             workers=config.workers,
             cache_dir=self.ctx.cache_dir,
+            zca=config.zca,
         )
         with self.stages.stage("dataset"):
             with self.ctx.accelerator.main_process_first():
@@ -382,7 +388,8 @@ class Pipeline:
         if reason is not None:
             dataset = carve_validation(dataset, config.validation, config.seed)
         self.ctx.record("validation", split_record(dataset, config.validation, config.seed, reason))
-        check_ipc(config, dataset)
+        if self.given is None:  # a given set (dd eval --distilled) is checked by its reader
+            check_ipc(config, dataset)
         self.ctx.dataset = dataset
         self.ctx.model_spec = self.model_spec()
         self.ctx.record("model", {**self.ctx.model_spec.__dict__, "image_size": dataset.image_shape[-1]})
@@ -578,7 +585,7 @@ class Pipeline:
         if ctx.is_main_process:
             with self.stages.stage("artifacts"):
                 distilled.save(ctx.out_dir / artifacts.DISTILLED_FILE, ctx.dataset)
-                artifacts.save_grid(distilled, ctx.out_dir / artifacts.GRID_FILE)
+                artifacts.save_grid(ctx.dataset.viewable(distilled), ctx.out_dir / artifacts.GRID_FILE)  # ZCA undone
                 self.write_session_artifacts(session)
         self.finished = [*[s for s in self.finished if s != "distilled"], "distilled"]
         self.distilled_records = sorted(ctx.records)
@@ -635,6 +642,7 @@ class Pipeline:
             raise
         finally:
             self.ctx.reporter.close()
+            trackers.end(self.ctx)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -708,7 +716,9 @@ class Pipeline:
     def _execute(self) -> RunResult:
         ctx, hooks, reporter = self.ctx, self.hooks, self.ctx.reporter
         dataset = self.build_dataset()  # checks ipc against the class sizes before anything is written
-        self.check_labels()
+        given = self.given(ctx, dataset) if self.given is not None else None  # checked against the dataset
+        if given is None:
+            self.check_labels()
         self.check_network()
         with attributed_to(f'distiller "{self.distiller_entry.name}"', self.distiller_entry.plugin):
             self.distiller.check()
@@ -725,11 +735,15 @@ class Pipeline:
         self._write_manifest("running")
         session: DistillSession | None = None
         try:
+            trackers.start(ctx, run_name(self.config), self.config.to_dict())  # a failure is recorded as the run's
             reporter.info(
                 f"dataset {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images, "
                 f"{dataset.num_classes} classes, {dataset.image_shape}"
             )
-            if "distilled" in self.finished:
+            if given is not None:
+                distilled = given
+                self.save_distilled(distilled, None)
+            elif "distilled" in self.finished:
                 distilled = self.load_distilled()
             else:
                 session = self.session()
@@ -750,6 +764,7 @@ class Pipeline:
                 ctx.accelerator.wait_for_everyone()  # a process that failed after the last collective fails this run
             if ctx.out_dir is not None and ctx.is_main_process:
                 artifacts.save_metrics(ctx.out_dir / artifacts.METRICS_FILE, metrics)
+            trackers.log_final(ctx, metrics)
             reporter.note("results: " + (", ".join(f"{k} = {v}" for k, v in metrics.items() if not isinstance(v, (list, dict)))
                                          if metrics else "none (no evaluation)"))  # fmt: skip
             manifest = self._write_manifest("complete")

@@ -31,21 +31,21 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
 
 def test_grid_has_one_row_per_class_in_label_order():
     distilled = make_set(size=32)
-    grid = class_grid(distilled, pad=2, min_cell=32)
+    grid = class_grid(distilled, pad=2, min_cell=32, labels=False)
     assert grid.shape == (1, 3 * 34 + 2, 3 * 34 + 2)
     for row, (value, count) in enumerate(((0.0, 2), (0.1, 1), (0.2, 3))):
         top = 2 + row * 34
         for col in range(3):
             left = 2 + col * 34
             cell = grid[0, top : top + 32, left : left + 32]
-            expected = value if col < count else 0.0
+            expected = value if col < count else 1.0  # empty cells: the white background
             assert torch.allclose(cell, torch.full_like(cell, expected)), (row, col)
 
 
 def test_grid_enlarges_small_images_and_denormalises(tmp_path):
     distilled = make_set(size=8)
     distilled.mean, distilled.std = (0.5,), (0.5,)
-    grid = class_grid(distilled, pad=0, min_cell=32)
+    grid = class_grid(distilled, pad=0, min_cell=32, labels=False)
     assert grid.shape == (1, 3 * 32, 3 * 32)
     assert torch.isclose(grid[0, 40, 0], torch.tensor(0.5 + 0.5 * 0.1))
     save_grid(distilled, tmp_path / "grid.png")

@@ -43,7 +43,7 @@ def test_unknown_dataset_lists_the_available_ones(cli, tiny_run_args, tmp_path):
         'unknown dataset "digitz"',
         "--dataset",
         'Did you mean "digits"?',
-        "Available: digits, imagefolder",
+        "Available: cifar10, cifar100, digits, fashion-mnist, imagefolder, imagenette",
     )
     assert not (tmp_path / "run").exists()
 

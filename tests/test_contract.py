@@ -152,6 +152,7 @@ BUILTIN_IMPLS = [
     ("random-real", "ddcore.builtin.selection", "dd_select", True),
     ("as-selected", "ddcore.builtin.initialize", "dd_initialize", True),
     ("eval", "ddcore.builtin.evaluate", "dd_evaluate", False),
+    ("robustness", "ddcore.builtin.robustness", "dd_evaluate", False),
     ("tm", "ddcore.tm.plugin", "dd_register_distillers", False),
 ]
 
@@ -170,7 +171,7 @@ def test_builtins_are_registered_like_any_plugin(dd_pm, name: str, module: str, 
     assert not impls[0].hookwrapper and not getattr(impls[0], "wrapper", False)
 
 
-def test_builtins_are_exactly_the_five_and_a_plugin_sits_beside_them(dd_pm) -> None:
+def test_builtins_are_exactly_these_and_a_plugin_sits_beside_them(dd_pm) -> None:
     from ddcore import hookimpl
     from ddcore.plugins import BUILTIN_NAMES
 
@@ -182,7 +183,7 @@ def test_builtins_are_exactly_the_five_and_a_plugin_sits_beside_them(dd_pm) -> N
             return None
 
     pm = dd_pm([Selector()])
-    assert [info.name for info in pm.plugin_infos()] == ["datasets", "random-real", "as-selected", "eval", "tm", "contract-selector"]
+    assert [info.name for info in pm.plugin_infos()] == ["datasets", "random-real", "as-selected", "eval", "robustness", "tm", "contract-selector"]
     assert BUILTIN_NAMES == {name for name, *_ in BUILTIN_IMPLS}
     # The default answers last; the requested plugin is asked first, through the same hook caller.
     callers = [impl.plugin_name for impl in reversed(pm.hook.dd_select.get_hookimpls())]

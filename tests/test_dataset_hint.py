@@ -18,4 +18,4 @@ def test_a_plugin_dataset_without_its_plugin_names_the_plugin(tmp_path):
 def test_an_unknown_family_gets_no_plugin_hint():
     with pytest.raises(ConfigError) as info:
         Pipeline({"dataset": "nosuchplugin/x", "ipc": 1})
-    assert "--plugin" not in str(info.value) and "Available: digits" in str(info.value)
+    assert "--plugin" not in str(info.value) and "Available: cifar10, cifar100, digits" in str(info.value)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -36,6 +37,8 @@ class DatasetOptions:
     image_size: int | None = None
     workers: int = 0
     cache_dir: Path | None = None
+    #: ``config.zca``: ZCA-whiten the pixels (datasets that support it set ``ImageDataset.whitening``).
+    zca: bool = False
 
 
 @dataclass
@@ -68,6 +71,10 @@ class ImageDataset:
     #: The validation split carved from the training split (:func:`ddcore.data.split.carve_validation`),
     #: ``None`` when the run carved none; its images are not in ``train``.
     val: ImageSplit | None = None
+    #: A fitted whitening already applied to the images after ``mean``/``std`` (e.g.
+    #: :class:`ddcore.data.zca.ZCA`): ``None`` for most datasets. :meth:`denormalize` undoes it first
+    #: (its ``inverse``); its ``record()`` describes it for the manifest.
+    whitening: Any = None
 
     @property
     def num_classes(self) -> int:
@@ -128,8 +135,22 @@ class ImageDataset:
         return torch.cat(images), torch.cat(labels)
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Undo the normalisation: ``[N, C, H, W]`` normalised -> ``[N, C, H, W]`` in about ``[0, 1]``."""
-        return denormalize(images, self.mean, self.std)
+        """Undo the normalisation: ``[N, C, H, W]`` normalised -> ``[N, C, H, W]`` in about ``[0, 1]``.
+
+        With a :attr:`whitening` (ZCA), its inverse is applied first (:meth:`unwhiten`), then ``* std + mean``."""
+        return denormalize(self.unwhiten(images), self.mean, self.std)
+
+    def unwhiten(self, images: torch.Tensor) -> torch.Tensor:
+        """Undo :attr:`whitening` only: ``[N, C, H, W]`` as the splits hand them out -> normalised with
+        ``mean``/``std`` alone (``images`` itself when the dataset has no whitening)."""
+        return images if self.whitening is None else self.whitening.inverse(images)
+
+    def viewable(self, distilled: Any) -> Any:
+        """A distilled set (:class:`~ddcore.distilled.DistilledSet`) of this dataset ready to be drawn or saved as
+        images with its own ``mean``/``std`` (``grid.png``): itself, or a copy with the whitening undone."""
+        if self.whitening is None:
+            return distilled
+        return dataclasses.replace(distilled, images=self.unwhiten(distilled.images.detach().float().cpu()))
 
 
 def denormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

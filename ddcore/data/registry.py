@@ -82,6 +82,11 @@ class DatasetRegistry:
                 "that changes with the content, or None (ddcore then derives one, see ddcore.datasig)",
                 plugin=entry.plugin,
             )
+        if getattr(options, "zca", False) and getattr(dataset, "whitening", None) is None:
+            raise ConfigError(
+                f'dataset "{name}" does not support ZCA whitening (config key \'zca\'; cifar10 and cifar100 do); '
+                "set zca = false"
+            )
         if entry.presets:
             dataset.extra.setdefault("presets", entry.presets)
         return dataset

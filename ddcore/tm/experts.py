@@ -37,6 +37,18 @@ is (re)trained. An expert interrupted mid-training starts again from epoch 0.
 With several Accelerate processes the missing experts are dealt round-robin (process ``p`` trains
 missing experts ``p, p + N, ...``); each process writes only the files of the experts it trained,
 then all wait for each other.
+
+**Batched experts** (``experts.batched``, or ``ensure_experts(batched=...)``: ``auto`` | ``on`` | ``off``, the
+rule of :func:`ddcore.ensemble.loop_reason`: ``auto`` batches on a GPU only). A process's missing experts
+are trained together as vmapped groups (:func:`train_experts_together`, :mod:`ddcore.ensemble`), each with
+the seeds it has alone (initialisation and augmentation from ``expert_seed(.., "init")``, data order from
+``expert_seed(.., "shuffle")``), so every snapshot equals the one-by-one trajectory to float rounding
+(batched convolutions round differently; ``off`` is bit for bit the loop). Each expert's file is written
+atomically as soon as its **group** has finished (the memory guard sizes the groups); an interruption loses
+the group in training, whose experts are retrained from epoch 0 next time. The cache key does **not** record
+batching: the trajectories mean the same (same recipe, same seeds), and the key already leaves out the device
+and library versions, which change the rounding just as much; so experts trained batched are reused by a
+run that trains one by one, and the reverse. The plan is recorded as ``experts.batched``.
 """
 
 from __future__ import annotations
@@ -61,6 +73,15 @@ from ddcore.errors import ConfigError, DDError
 from ddcore.tm.flatparams import ParamShapes, flatten_params, num_params, param_shapes_of, unflatten_params
 from ddcore.models import MODEL_NAMES, NORMS, ModelSpec, build_model
 from ddcore.training import TrainingDiverged, TrainRecipe, accuracy_on, fork_devices, train_network
+from ddcore.ensemble import (
+    BATCHED_MODES,
+    EnsemblePlan,
+    Member,
+    ensemble_accuracy,
+    loop_reason,
+    train_ensemble,
+    unbatchable_reason,
+)
 from ddcore.vocab import AUGMENTS, EXPERT_DEFAULTS, OPTIMIZERS, SCHEDULES, resolve_augment  # noqa: F401 (re-exported)
 
 #: Version of the expert file layout; part of the cache key, so a new layout never reads old files.
@@ -330,11 +351,7 @@ def train_expert(
         try:
             train_network(model, lambda _epoch: loader, train, device, size, on_epoch=snapshot)
         except TrainingDiverged as exc:
-            raise exc.advised(
-                f"expert {index}",
-                f"lower experts.lr (now {train.lr:g}) or experts.weight_decay (now {train.weight_decay:g}) "
-                "(dd experts: --lr, --weight-decay)",
-            ) from None
+            raise exc.advised(f"expert {index}", _divergence_advice(train)) from None
         # inside the fork too: an unshuffled DataLoader still draws its base seed from the global RNG
         final_train_acc = 100.0 * accuracy_on(model, dataset.loader("train", ACCURACY_BATCH), device)
         test_acc = 100.0 * accuracy_on(model, dataset.loader("test", ACCURACY_BATCH), device)
@@ -347,6 +364,86 @@ def train_expert(
         "index": index,
         "seed": recipe.seed,
     }
+
+
+def _divergence_advice(train: TrainRecipe) -> str:
+    return (f"lower experts.lr (now {train.lr:g}) or experts.weight_decay (now {train.weight_decay:g}) "
+            "(dd experts: --lr, --weight-decay)")  # fmt: skip
+
+
+def expert_member(dataset: ImageDataset, recipe: ExpertRecipe, index: int) -> Member:
+    """Expert ``index`` as a :class:`ddcore.ensemble.Member`: the seed of :func:`train_expert` (``"init"``) and
+    the training split streamed with its own shuffle generator (``"shuffle"``)."""
+    train = recipe.train
+    assert train is not None
+    shuffle = torch.Generator().manual_seed(expert_seed(recipe, index, "shuffle"))
+    loader = dataset.loader("train", train.batch_size, shuffle=True, generator=shuffle)
+    return Member(expert_seed(recipe, index, "init"), lambda _epoch: loader, train)
+
+
+def train_experts_together(
+    dataset: ImageDataset,
+    recipe: ExpertRecipe,
+    indices: Sequence[int],
+    device: torch.device | str = "cpu",
+    *,
+    mode: str = "on",
+    max_group: int | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+    on_done: Callable[[int, dict[str, Any]], None] | None = None,
+) -> EnsemblePlan:
+    """Train experts ``indices`` together (:func:`ddcore.ensemble.train_ensemble` under ``mode``, groups sized by
+    its memory guard, at most ``max_group``); each expert's file contents are those of :func:`train_expert`
+    (the same seeds: its trajectory equals the one-by-one one to float rounding; ``mode="off"``: bit for bit).
+
+    ``on_done(index, contents)`` is called for every expert of a group as soon as that group has finished (save
+    it there); ``on_epoch(e)`` after each epoch of each expert (progress). Returns the
+    :class:`~ddcore.ensemble.EnsemblePlan`. The caller's RNG state is left untouched.
+
+    Raises:
+        TrainingDiverged: an expert's loss or weights stopped being finite; one line naming the expert,
+            ``experts.lr`` and ``experts.weight_decay``; the experts of earlier groups are already handed to
+            ``on_done``.
+        ConfigError: ``mode="on"`` for a network that cannot be batched (BatchNorm).
+    """
+    device = torch.device(device)
+    indices = list(indices)
+    channels, size, _ = dataset.image_shape
+    train = recipe.train
+    assert train is not None
+    build = lambda: build_model(recipe.model, dataset.num_classes, channels, size)  # noqa: E731
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        shapes = param_shapes_of(build())
+    trajectories: dict[int, torch.Tensor] = {}
+    for k, index in enumerate(indices):  # row 0: the initial weights, built under the expert's own seed
+        with torch.random.fork_rng(devices=fork_devices(device)):
+            torch.manual_seed(expert_seed(recipe, index, "init"))
+            trajectories[k] = torch.empty(recipe.epochs + 1, num_params(shapes), dtype=torch.float32)
+            trajectories[k][0] = flatten_params(build())
+
+    def snapshot(k: int, epoch: int, params: Mapping[str, torch.Tensor]) -> None:
+        trajectories[k][epoch + 1] = torch.cat([params[name].reshape(-1) for name, _ in shapes]).cpu()
+        if on_epoch is not None:
+            on_epoch(epoch)
+
+    def finished(group: list[int], models: list[nn.Module]) -> None:
+        train_acc = ensemble_accuracy(models, dataset.loader("train", ACCURACY_BATCH), device)
+        test_acc = ensemble_accuracy(models, dataset.loader("test", ACCURACY_BATCH), device)
+        for k, a_train, a_test in zip(group, train_acc, test_acc):
+            contents = {
+                "format": FORMAT, "trajectory": trajectories.pop(k), "param_shapes": shapes,
+                "final_train_acc": 100.0 * a_train, "test_acc": 100.0 * a_test, "index": indices[k], "seed": recipe.seed,
+            }  # fmt: skip
+            if on_done is not None:
+                on_done(indices[k], contents)
+
+    members = [expert_member(dataset, recipe, index) for index in indices]
+    try:
+        run = train_ensemble(build, members, device, dataset.image_shape, mode=mode,  # type: ignore[arg-type]
+                             max_group=max_group, on_epoch=snapshot, on_group=finished)  # fmt: skip
+    except TrainingDiverged as exc:
+        raise exc.advised(f"expert {indices[exc.member or 0]}", _divergence_advice(train)) from None
+    return run.plan
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,6 +615,8 @@ def ensure_experts(
     num_experts: int | None = None,
     *,
     data_root: str | Path | None = None,
+    batched: str | None = None,
+    max_group: int | None = None,
 ) -> ExpertBuffer:
     """Make sure experts ``0 .. num_experts-1`` exist in the cache, training the missing ones.
 
@@ -528,6 +627,9 @@ def ensure_experts(
         recipe: how they are trained.
         num_experts: how many are needed (default ``recipe.num_experts``).
         data_root: the dataset's root for the cache key (default ``ctx.config.data_root`` if any).
+        batched: ``"auto"``, ``"on"`` or ``"off"`` (default ``ctx.config.experts.batched``, else ``"auto"``):
+            train this process's missing experts together (:func:`train_experts_together`; module docstring).
+        max_group: at most this many experts trained together (``None``: as many as memory allows).
 
     The main process decides which experts are missing (absent or not loadable) and tells the
     others; process ``p`` of ``N`` trains missing experts ``p, p + N, ...`` and writes their files
@@ -544,6 +646,17 @@ def ensure_experts(
     is_main = accelerator is None or accelerator.is_main_process
     processes = 1 if accelerator is None else accelerator.num_processes
     rank = 0 if accelerator is None else accelerator.process_index
+
+    if batched is None:
+        batched = getattr(getattr(getattr(ctx, "config", None), "experts", None), "batched", None) or "auto"
+    if batched not in BATCHED_MODES:
+        raise ConfigError(f"config key 'experts.batched' is {batched!r}; choose one of {', '.join(BATCHED_MODES)}")
+    if batched == "on":
+        channels, size, _ = dataset.image_shape
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            reason = unbatchable_reason(build_model(recipe.model, dataset.num_classes, channels, size))
+        if reason is not None:
+            raise ConfigError(f"config key 'experts.batched' is 'on' but {reason}; set experts.batched to 'auto' or 'off'")
 
     identity = dataset_identity(dataset, data_root)
     key = cache_key(identity, recipe)
@@ -571,13 +684,26 @@ def ensure_experts(
     missing = list(_agree(accelerator, missing))
     mine = missing[rank::processes]
 
+    plan: EnsemblePlan | None = None
     if mine:
         title = f"training experts ({len(missing)} of {count} missing" + (f", {len(mine)} here)" if processes > 1 else ")")
         progress = reporter.progress(title, total=len(mine) * recipe.epochs) if reporter is not None else None
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            reason = loop_reason(build_model(recipe.model, dataset.num_classes, *dataset.image_shape[:2]), batched,
+                                 device, len(mine))  # type: ignore[arg-type]  # fmt: skip
         with (progress if progress is not None else _null_progress()) as advance:
-            for index in mine:
-                result = train_expert(dataset, recipe, index, device, on_epoch=lambda _e: advance(1))
-                torch_save(result, expert_path(folder, index))
+            if reason is not None:  # one by one, as always: train_expert per expert, its file written at once
+                for index in mine:
+                    result = train_expert(dataset, recipe, index, device, on_epoch=lambda _e: advance(1))
+                    torch_save(result, expert_path(folder, index))
+                plan = EnsemblePlan.one_by_one(reason, len(mine), device)
+                plan.groups = [[index] for index in mine]
+            else:  # together, each group's files written as soon as the group has finished
+                plan = train_experts_together(
+                    dataset, recipe, mine, device, mode=batched, max_group=max_group,
+                    on_epoch=lambda _e: advance(1), on_done=lambda index, result: torch_save(result, expert_path(folder, index)),
+                )  # fmt: skip
+                plan.groups = [[mine[k] for k in group] for group in plan.groups]  # expert indices, not positions
     if accelerator is not None and processes > 1:
         accelerator.wait_for_everyone()
 
@@ -592,6 +718,7 @@ def ensure_experts(
             {
                 "key": key, "folder": str(folder), "num_experts": count, "trained": missing,
                 "fingerprint": identity["fingerprint"], "recipe": recipe.to_dict(),
+                "batched": plan.to_dict() if plan is not None else None,
             },  # fmt: skip
         )
     return ExpertBuffer(folder, count, recipe.epochs, shapes)

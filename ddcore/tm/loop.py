@@ -28,8 +28,10 @@ from ddcore.distilled import DistilledSet
 from ddcore.distillers import average_across_processes, mean_across_processes
 from ddcore.errors import ConfigError, DDError
 from ddcore.models import build_model
+from ddcore.plots import tm_log_picture
 from ddcore.tm.config import TMConfig
 from ddcore.tm.matching import matching_step, minibatch_order, start_epoch_upper_bound
+from ddcore.trackers import log_iteration
 
 if TYPE_CHECKING:
     from ddcore.tm.memory import MemoryPlan
@@ -300,6 +302,8 @@ def distill_tm(
     ``evaluate`` (distilled set -> accuracy), the initial set is evaluated before the first iteration,
     then the set every so many iterations and at the end, and the best one (the initial set included) is
     returned; one reporter line says which was kept. ``plan``: the run's memory plan (:class:`TrajectoryMatcher`).
+    Each row also goes to the run's trackers (:func:`ddcore.trackers.log_iteration`) and the progress bar
+    (loss, ``syn_lr``); on leaving, ``RUN/tm_log.png`` is drawn from the log (:mod:`ddcore.plots`).
     """
     matcher = TrajectoryMatcher(ctx, initial, experts, model_spec, config, plan)
     if session is not None and session.resume_state is not None:
@@ -309,19 +313,20 @@ def distill_tm(
 
         session.add_artifact(LOG_FILE, matcher.log)
     every = config.checkpoint_every
-    with ctx.reporter.progress("trajectory matching", total=config.iterations) as advance:
+    with ctx.reporter.progress("trajectory matching", total=config.iterations) as advance, tm_log_picture(ctx, matcher.log):
         advance(matcher.iteration)
         periodic = evaluate is not None and bool(config.eval_every)
         if periodic and matcher.iteration == 0 and matcher.best is None:  # the initial set is a candidate too
             matcher.consider(evaluate(matcher.current()))
         while matcher.iteration < config.iterations:
-            matcher.step()
+            row = matcher.step()
             done = matcher.iteration
             if evaluate is not None and config.eval_every and (done % config.eval_every == 0 or done == config.iterations):
                 matcher.consider(evaluate(matcher.current()))
+            log_iteration(ctx, row, matcher.initial_accuracy)  # after its evaluation: the row has its val_acc
             if session is not None and every and (done % every == 0 or done == config.iterations):
                 session.save_checkpoint(done, matcher.state_dict())
-            advance(1)
+            advance(1, loss=row["loss"], syn_lr=row["syn_lr"])
     if periodic and matcher.best is not None:
         best = matcher.best
         which = "the initial set (iteration -1)" if best["iteration"] < 0 else f"the set after iteration {best['iteration']}"

@@ -1,7 +1,8 @@
 """The ``compdd`` plugin: the Comp-DD benchmark's datasets, its evaluation protocol and ``dd compdd`` commands.
 
 - ``dd_register_datasets``: ``compdd/<category>-<easy|hard>`` (16 ImageNet subsets, over ``--data-root``)
-  and the offline miniature ``compdd/mini-easy`` / ``compdd/mini-hard``.
+  the offline miniature ``compdd/mini-easy`` / ``compdd/mini-hard`` and the proxy pair
+  ``compdd/proxy-easy`` / ``compdd/proxy-hard`` (:mod:`ddcore_compdd.proxy`).
 - ``dd_evaluate``: the benchmark's protocol (:mod:`ddcore_compdd.protocol`), metrics ``compdd/acc_*``.
 - ``dd_register_commands``: ``dd compdd complexity | build | report | subsets``.
 
@@ -53,6 +54,12 @@ def _mini(level: str, options):
     return load_mini(level, options)  # type: ignore[arg-type]
 
 
+def _proxy(level: str, options):
+    from ddcore_compdd.proxydata import load_proxy
+
+    return load_proxy(level, options)  # type: ignore[arg-type]
+
+
 @hookimpl
 def dd_register_datasets(register: Callable[..., None]) -> None:
     for subset, indices in SUBSETS.items():
@@ -65,6 +72,14 @@ def dd_register_datasets(register: Callable[..., None]) -> None:
     register(
         "compdd/mini-hard", partial(_mini, "hard"), presets="digits",  # CPU-sized matching and evaluator presets
         description="Comp-DD miniature, hard: small digits on clutter, 32 px grey (offline)",
+    )
+    register(  # the complex-scenario proxy pair (issue 17, ddcore_compdd.proxy)
+        "compdd/proxy-easy", partial(_proxy, "easy"), presets="digits",
+        description="Comp-DD proxy, easy: a digit filling the frame over a dim crop of a real photo, 32 px grey (offline)",
+    )
+    register(
+        "compdd/proxy-hard", partial(_proxy, "hard"), presets="digits",
+        description="Comp-DD proxy, hard: a small digit anywhere on a busy crop of a real photo, 32 px grey (offline)",
     )
 
 

@@ -9,8 +9,11 @@ real validation images of the subset's classes.
 
 The miniature (``compdd/mini-*``, 32 px grey digits on a CPU) keeps every choice but the size of the
 network and the epochs: ConvNetD3 (the depth for 32 px), width 32 and 300 epochs, ddcore's ``digits``
-evaluator preset. Nothing here trains a network itself: each repeat is
-:func:`ddcore.evaluation.evaluate_once` with these settings.
+evaluator preset. Nothing here trains a network itself: each repeat is the built-in evaluator's network
+(:func:`ddcore.evaluation.evaluate_once`) with these settings. A process's repeats are trained by
+:func:`ddcore.evaluation.train_repeats` under ``eval.batched`` (``auto``: together on a GPU, one by one on
+the CPU; ``on``; ``off``), each with its own seeds, so the accuracies are the same to float rounding; the plan
+is recorded as ``compdd/protocol_batched`` (this process's).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 
 from ddcore import DistilledSet, ImageDataset
-from ddcore.evaluation import evaluate_once, shard_repeats, summarise
+from ddcore.ensemble import EnsemblePlan, ensemble_accuracy, shard_ensemble
+from ddcore.evaluation import summarise, train_repeats
 from ddcore.presets import ResolvedEval, resolve_eval, resolve_model
 from ddcore.training import TrainingDiverged
 
@@ -76,22 +80,32 @@ def evaluate_protocol(ctx, distilled: DistilledSet, settings: ResolvedEval) -> d
         TrainingDiverged: a network's training diverged; one line naming the lr it used (``eval.lr`` or the
             distilled set's learned lr) and the protocol's fixed weight decay.
     """
+    mode = getattr(ctx.config.eval, "batched", "auto")
 
-    def one(repeat: int) -> float:
+    def train_share(repeats: list[int], advance) -> tuple[list[float], EnsemblePlan]:
         try:
-            return evaluate_once(ctx, settings, distilled, "distilled", repeat)
+            run = train_repeats(ctx, settings, distilled, repeats, mode=mode, on_group=lambda group, _models: advance(len(group)))
         except TrainingDiverged as exc:
-            lr = settings.recipe.lr
-            if settings.use_learned_lr and distilled.lr is not None:
-                cause = (f"it trained at the distilled set's learned lr {float(distilled.lr):g}, which the protocol "
-                         "prescribes: distil again so that the learned lr stays smaller")  # fmt: skip
-            else:
-                cause = f"lower eval.lr (now {lr:g})"
-            raise exc.advised(
-                f"the Comp-DD protocol's network (repeat {repeat})",
-                f"{cause}; the protocol fixes weight decay {settings.recipe.weight_decay:g} and momentum "
-                f"{settings.recipe.momentum:g}",
-            ) from None
+            raise _advised(exc, settings, distilled, repeats[exc.member or 0]) from None
+        loader = ctx.dataset.loader("test", settings.test_batch_size)
+        accuracies = ensemble_accuracy(run.models, loader, ctx.device, group_size=run.plan.group_size, batched=run.plan.batched)
+        run.plan.groups = [[repeats[i] for i in group] for group in run.plan.groups]  # repeat numbers, not positions
+        return [100.0 * a for a in accuracies], run.plan
 
-    accuracies = shard_repeats(ctx, settings.runs, one, title=f"Comp-DD protocol ({settings.runs} networks)")
+    accuracies, plan = shard_ensemble(ctx, settings.runs, train_share, title=f"Comp-DD protocol ({settings.runs} networks)")
+    ctx.record("compdd/protocol_batched", plan.to_dict() if plan is not None else None)
     return {**summarise(accuracies), "epochs": settings.recipe.epochs}
+
+
+def _advised(exc: TrainingDiverged, settings: ResolvedEval, distilled: DistilledSet, repeat: int) -> TrainingDiverged:
+    """``exc`` re-phrased for the protocol's network ``repeat``: the lr it used and the protocol's fixed settings."""
+    if settings.use_learned_lr and distilled.lr is not None:
+        cause = (f"it trained at the distilled set's learned lr {float(distilled.lr):g}, which the protocol "
+                 "prescribes: distil again so that the learned lr stays smaller")  # fmt: skip
+    else:
+        cause = f"lower eval.lr (now {settings.recipe.lr:g})"
+    return exc.advised(
+        f"the Comp-DD protocol's network (repeat {repeat})",
+        f"{cause}; the protocol fixes weight decay {settings.recipe.weight_decay:g} and momentum "
+        f"{settings.recipe.momentum:g}",
+    )

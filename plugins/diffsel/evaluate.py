@@ -1,7 +1,15 @@
 """``dd_evaluate`` for this plugin: the KD evaluator (``[plugin.diffsel.kd] runs > 0``).
 
 Metrics (test accuracy in percent): ``kd_acc_mean``, ``kd_acc_std``, ``kd_acc_runs``; the run
-records the resolved recipe, the student network and the teacher's test accuracy.
+records the resolved recipe, the student network, the teacher's test accuracy and ``batched``: how this
+process trained its students (:class:`ddcore.ensemble.EnsemblePlan`).
+
+``eval.batched`` decides, as for the built-in evaluator (:func:`ddcore.ensemble.loop_reason`): ``auto``
+trains a process's students together on a GPU (:func:`ddcore_diffsel.kd.train_students`, groups sized by
+the memory guard: each student's training, plus the teacher's activations on its batch), one by one on the
+CPU or for a student that cannot be batched (BatchNorm, e.g. ``kd.model = "resnet18"``; the reason is
+recorded); ``on`` batches on any device and refuses such a student; ``off``: one by one. Each student keeps
+its seeds either way, so the accuracies are the same to float rounding.
 """
 
 from __future__ import annotations
@@ -10,12 +18,22 @@ from dataclasses import asdict
 
 import torch
 
-from ddcore.evaluation import shard_repeats, summarise
+from ddcore.ensemble import (
+    EnsemblePlan,
+    activation_bytes,
+    ensemble_accuracy,
+    loop_reason,
+    plan_groups,
+    shard_ensemble,
+    unbatchable_reason,
+)
+from ddcore.errors import ConfigError
+from ddcore.evaluation import summarise
 from ddcore.models import ModelSpec, build_model
-from ddcore.training import accuracy_on, fork_devices
+from ddcore.training import TrainRecipe, accuracy_on, fork_devices
 from ddcore.vocab import default_augment
 from ddcore_diffsel.config import DiffselConfig
-from ddcore_diffsel.kd import KDRecipe, train_student
+from ddcore_diffsel.kd import KDRecipe, train_student, train_students
 
 #: Epochs when ``kd.epochs = 0``: the spec's 300.
 DEFAULT_EPOCHS = 300
@@ -51,18 +69,49 @@ def kd_evaluate(ctx, distilled, config: DiffselConfig) -> dict | None:
     dataset = ctx.dataset
     recipe = kd_recipe(config, dataset)
     spec = student_spec(ctx, config)
-    teacher = _teacher(ctx, dataset, config)
     channels, size, _ = dataset.image_shape
 
-    def one_student(run: int) -> float:
+    def student(run: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=fork_devices(ctx.device)):
             torch.manual_seed(ctx.derive_seed("diffsel-kd", run, "init"))
-            student = build_model(spec, dataset.num_classes, channels, size)
-        generator = ctx.derive_generator("diffsel-kd", run)
-        train_student(student, teacher, distilled.images.detach(), recipe, generator, ctx.device)
-        return 100.0 * accuracy_on(student, dataset.loader("test", 500), ctx.device)
+            return build_model(spec, dataset.num_classes, channels, size)
 
-    accuracies = shard_repeats(ctx, config.kd.runs, one_student, title=f"KD evaluation ({config.kd.runs} students)")
+    mode = getattr(ctx.config.eval, "batched", "auto")
+    probe = student(0)
+    if mode == "on" and unbatchable_reason(probe) is not None:
+        source = f"plugin.diffsel.kd.model = {config.kd.model!r}" if config.kd.model else "the [eval] network"
+        raise ConfigError(f"config key 'eval.batched' is 'on' but the KD student ({source}) cannot be batched: "
+                          f"{unbatchable_reason(probe)}; set eval.batched to 'auto' or 'off'")  # fmt: skip
+    teacher = _teacher(ctx, dataset, config)  # after the checks: it may be trained
+    test_loader = lambda: dataset.loader("test", 500)  # noqa: E731
+
+    def train_share(runs: list[int], advance) -> tuple[list[float], EnsemblePlan]:
+        reason = loop_reason(probe, mode, ctx.device, len(runs))
+        if reason is not None:
+            accuracies = []
+            for run in runs:
+                model = train_student(student(run), teacher, distilled.images.detach(), recipe,
+                                      ctx.derive_generator("diffsel-kd", run), ctx.device)  # fmt: skip
+                accuracies.append(100.0 * accuracy_on(model, test_loader(), ctx.device))
+                advance(1)
+            plan = EnsemblePlan.one_by_one(reason, len(runs), ctx.device)
+        else:
+            memory = TrainRecipe(recipe.epochs, recipe.batch_size, "adamw", recipe.lr, 0.0, recipe.weight_decay, "cosine")
+            plan = plan_groups(probe, memory, dataset.image_shape, len(runs), ctx.device,
+                               reason="batched (torch.func.vmap), one teacher forward per step for the group",
+                               extra_bytes=activation_bytes(teacher, dataset.image_shape) * recipe.batch_size)  # fmt: skip
+            accuracies = []
+            for group in plan.groups:
+                chosen = [runs[i] for i in group]
+                models = train_students([student(r) for r in chosen], teacher, distilled.images.detach(), recipe,
+                                        [ctx.derive_generator("diffsel-kd", r) for r in chosen], ctx.device)  # fmt: skip
+                accuracies += [100.0 * a for a in ensemble_accuracy(models, test_loader(), ctx.device)]
+                advance(len(chosen))
+        plan.groups = [[runs[i] for i in group] for group in plan.groups]  # run numbers, not positions
+        return accuracies, plan
+
+    accuracies, plan = shard_ensemble(ctx, config.kd.runs, train_share, title=f"KD evaluation ({config.kd.runs} students)")
     teacher_acc = 100.0 * accuracy_on(teacher, dataset.loader("test", 500), ctx.device)
-    ctx.record("diffsel/kd", {"recipe": asdict(recipe), "student": asdict(spec), "teacher_acc": teacher_acc})
+    ctx.record("diffsel/kd", {"recipe": asdict(recipe), "student": asdict(spec), "teacher_acc": teacher_acc,
+                              "batched": plan.to_dict() if plan is not None else None})  # fmt: skip
     return {**summarise(accuracies, prefix="kd_acc"), "kd_teacher_acc": teacher_acc}

@@ -7,6 +7,13 @@ steps. The distilled labels are not used: the teacher supervises. Top-1 on the r
 
 Randomness: student initialisation under a forked global RNG seeded by ``(seed, "diffsel-kd", run,
 "init")``; order, crops, flips and CutMix from a generator seeded by ``(seed, "diffsel-kd", run)``.
+
+Several students at once (:func:`train_students`, ``eval.batched``): K students of one architecture are
+trained as one vmapped batch (:class:`ddcore.ensemble.StackedNetworks`). Each keeps its own generator, so its
+order, crops, flips and CutMix are its own (the K augmented batches differ, so the teacher is asked for
+each student's batch: one teacher forward over the K batches concatenated, ``[K * B, C, H, W]``); one AdamW
+over the stacked parameters is K AdamWs (element-wise updates, the same cosine lr at every step). Every
+student's weights equal :func:`train_student`'s with the same generator to float rounding.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcore.ensemble import StackedNetworks
 from ddcore.training import TrainingDiverged, finite_parameters, optimizer_step
 from ddcore_diffsel.scorers import random_resized_boxes
 from ddcore_diffsel.windows import crop_resize
@@ -126,6 +134,59 @@ def train_student(student: nn.Module, teacher: nn.Module, images: torch.Tensor, 
             raise TrainingDiverged(epoch, recipe.epochs, loss_value, subject="the KD student",
                                    weights=math.isfinite(loss_value), advice=_advice(recipe))  # fmt: skip
     return student.eval()
+
+
+def train_students(students: list[nn.Module], teacher: nn.Module, images: torch.Tensor, recipe: KDRecipe,
+                   generators: list[torch.Generator], device) -> list[nn.Module]:  # fmt: skip
+    """Train ``students`` (one architecture, no BatchNorm or dropout) in place together, student ``k`` with
+    ``generators[k]``: the same as ``train_student(students[k], teacher, images, recipe, generators[k], device)``
+    for each (module docstring), to float rounding. Returns them in eval mode.
+
+    Shapes: ``images [N, C, H, W]``; per step the students' batches ``[K, B, C, H, W]``, the teacher's logits
+    ``[K, B, classes]``.
+
+    Raises:
+        TrainingDiverged: a student's KD loss summed over an epoch, or a weight, is NaN or infinite (checked
+            after every epoch; ``member`` is its index); one line naming ``plugin.diffsel.kd.lr`` and
+            ``plugin.diffsel.kd.weight_decay``.
+        ValueError: ``students`` and ``generators`` differ in length, or a student cannot be batched.
+    """
+    if len(students) != len(generators):
+        raise ValueError(f"train_students: {len(students)} students but {len(generators)} generators")
+    stacked = StackedNetworks([s.to(device).train() for s in students])
+    teacher.eval()
+    optimizer = torch.optim.AdamW(stacked.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    n, count = images.shape[0], len(students)
+    per_epoch = math.ceil(n / recipe.batch_size)
+    total = recipe.epochs * per_epoch
+    step = 0
+    for epoch in range(recipe.epochs):
+        summed = torch.zeros(count, device=device)
+        orders = [torch.randperm(n, generator=g) for g in generators]
+        for start in range(0, n, recipe.batch_size):
+            batches = [augment_batch(images[order[start : start + recipe.batch_size]], recipe, g).to(device)
+                       for order, g in zip(orders, generators)]  # fmt: skip
+            batch = torch.stack(batches)  # [K, B, C, H, W]
+            with torch.no_grad():
+                target = teacher(batch.flatten(0, 1)).float().unflatten(0, batch.shape[:2])  # [K, B, classes]
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+            logits = stacked(batch)
+            losses = torch.stack([kd_loss(logits[k], target[k], recipe.temperature) for k in range(count)])
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # student k's gradient is that of its own loss
+            try:
+                optimizer_step(optimizer, epoch, recipe.epochs)
+            except TrainingDiverged as exc:
+                raise exc.advised("the KD student", _advice(recipe)) from None
+            summed += losses.detach()
+            step += 1
+        loss_values, weights_ok = summed.tolist(), stacked.finite()
+        for k, (loss_value, ok) in enumerate(zip(loss_values, weights_ok)):
+            if not math.isfinite(loss_value) or not ok:
+                raise TrainingDiverged(epoch, recipe.epochs, loss_value, member=k, subject="the KD student",
+                                       weights=math.isfinite(loss_value), advice=_advice(recipe))  # fmt: skip
+    return [student.eval() for student in stacked.write_back()]
 
 
 def _advice(recipe: KDRecipe) -> str:
