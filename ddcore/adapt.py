@@ -8,6 +8,10 @@ plugin that feeds dataset images to a foreign model (EDF's CAM model, diffsel's 
 and observer, ``dd compdd complexity --arch``) wraps the model with :func:`adapted`, so the rest of
 the code keeps passing dataset-normalised images.
 
+A dataset whitened with ZCA (``zca = true``: mean/std 0/1, ``dataset.whitening`` set) hands out whitened
+images, which the adapter's first step (below) would take for pixels: wrap with :func:`adapted_dataset` (or
+:func:`adapted_torchvision_dataset`), which undoes the whitening (``dataset.unwhiten``) before the adapter.
+
 What the adapter does, in order (every step differentiable, so Grad-CAM through it works):
 
 1. undo the dataset's normalisation: ``pixels = images * std + mean`` (the data's own units, ``[0, 1]``
@@ -29,7 +33,7 @@ Swin, MaxViT: 224).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -191,3 +195,43 @@ def adapted_torchvision(model: nn.Module, arch: str, mean: Sequence[float], std:
     """A torchvision classifier (of architecture ``arch``) taking images normalised with ``(mean, std)``
     (a dataset's statistics, grey or RGB): :func:`adapted` with :func:`torchvision_input`."""
     return adapted(model, mean, std, torchvision_input(arch))
+
+
+class Unwhitened(nn.Module):
+    """``model(unwhiten(x))``: a model that takes images normalised with a dataset's ``mean``/``std`` alone, fed
+    the dataset's whitened images (ZCA, :attr:`ddcore.data.base.ImageDataset.whitening`).
+
+    Args:
+        unwhiten: undoes the whitening, ``[N, C, H, W] -> [N, C, H, W]`` (:meth:`ImageDataset.unwhiten
+            <ddcore.data.base.ImageDataset.unwhiten>`; differentiable, so Grad-CAM through it works).
+        model: the wrapped model, reachable as ``.model`` (its layers keep their module objects).
+    """
+
+    def __init__(self, unwhiten: Callable[[torch.Tensor], torch.Tensor], model: nn.Module) -> None:
+        super().__init__()
+        self.unwhiten, self.model = unwhiten, model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.unwhiten(images))
+
+
+def adapted_dataset(model: nn.Module, dataset: Any, target: ModelInput) -> nn.Module:
+    """``model`` (expecting ``target``) taking ``dataset``'s images as its splits hand them out.
+
+    :func:`adapted` with the dataset's ``mean``/``std``; on a whitened dataset (``zca = true``) behind
+    :class:`Unwhitened`, so the model sees the same pixels as it would for the same images of the plain
+    dataset (the adapter alone would take the whitened values, with mean/std 0/1, for pixels). Use it rather
+    than :func:`adapted` with ``dataset.mean, dataset.std`` wherever the images come from a dataset.
+
+    Shape: ``[N, C, H, W]`` as the dataset hands them out -> the model's output.
+    """
+    model = adapted(model, dataset.mean, dataset.std, target)
+    if getattr(dataset, "whitening", None) is None:
+        return model
+    return Unwhitened(dataset.unwhiten, model)
+
+
+def adapted_torchvision_dataset(model: nn.Module, arch: str, dataset: Any) -> nn.Module:
+    """A torchvision classifier (of architecture ``arch``) taking ``dataset``'s images as its splits hand them out
+    (ZCA-whitened ones too): :func:`adapted_dataset` with :func:`torchvision_input`."""
+    return adapted_dataset(model, dataset, torchvision_input(arch))

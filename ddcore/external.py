@@ -390,6 +390,13 @@ def to_distilled(found: ExternalSet, dataset: Any, *, labels_mode: str = "auto",
         from ddcore.export import renormalised
 
         images = renormalised(images, ds_mean, ds_std)
+    whitening = getattr(dataset, "whitening", None)
+    if whitening is not None:  # a ZCA dataset: its images are whitened after mean/std (ddcore.data.zca)
+        if not same:  # pixels (or another normalisation) now in the dataset's mean/std: whiten them the same way
+            images = whitening.whiten(images.float())
+            assumed += "; whitened with the dataset's ZCA"
+        elif not found.source.get("whitening"):  # MTT/DATM save ZCA sets as whitened tensors
+            assumed += "; already ZCA-whitened as the dataset (taken as saved)"
     note = _range_hint(found, same)
     class_names = found.class_names if found.class_names is not None else [str(n) for n in dataset.class_names]
     distilled = DistilledSet(images=images.contiguous(), labels=found.labels, class_names=class_names, mean=ds_mean,

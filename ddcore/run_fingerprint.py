@@ -24,6 +24,8 @@ options (``dd run --resume RUN_DIR --set eval.labels=hard``).
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Mapping, Sequence
 
 #: Top-level config keys that never change what a run computes.
@@ -75,14 +77,26 @@ def first_difference(saved: Mapping[str, Any], now: Mapping[str, Any], *, distil
     a changed option (``image_size``, ``tm.eval_every`` carving a validation split) also changes the data
     signature, and the option is what the user has to fix. With ``distilled`` (the distilled set is
     saved), :data:`EVALUATION_ONLY` keys are not compared. A key present on one side only counts as a
-    difference.
+    difference, except a config key the saved run does not record whose value now is ddcore's default:
+    an option added by a later ddcore, left at its default, cannot have shaped the earlier run.
     """
+    defaults = default_fingerprint()
     for key in sorted(set(saved) | set(now), key=lambda k: (k.startswith("data."), k)):
         if distilled and key.startswith(EVALUATION_ONLY):
+            continue
+        if key not in saved and key in now and key in defaults and _normal(now[key]) == _normal(defaults[key]):
             continue
         if key not in saved or key not in now or _normal(saved[key]) != _normal(now[key]):
             return key
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def default_fingerprint() -> dict[str, Any]:
+    """The config part of the fingerprint of ``RunConfig()`` (every key at its default)."""
+    from ddcore.config import RunConfig
+
+    return run_fingerprint(RunConfig().to_dict(), [], None)
 
 
 def _normal(value: Any) -> Any:

@@ -23,6 +23,12 @@ def test_the_table_leaves_out_per_process_bookkeeping():
     assert "runs_process" not in text
 
 
+def test_robustness_scores_are_shown_as_fractions_not_percent():
+    metrics = {"eval/acc_mean": 91.9444, "eval/acc_std": 1.04, "robustness/lrs_mean": 0.30071, "robustness/lrs_std": 0.0087}
+    text = rendered(metrics_table(metrics))
+    assert "91.94 ± 1.04" in text and "robustness/lrs (fraction)" in text and "0.3007 ± 0.0087" in text
+
+
 def test_rows_say_one_network_and_what_acc_is_without_a_distiller():
     metrics = {"eval/acc_mean": 50.0, "eval/gain_vs_initial_mean": 2.0, "eval/gain_vs_initial_runs": [2.0]}
     lines = describe_rows(metrics)

@@ -61,7 +61,8 @@ def test_heavy_names_still_load_on_demand():
 def test_dd_help():
     """``dd --help``, every core command's ``--help`` and ``dd --version``, in one interpreter."""
     commands = [["--help"], ["run", "--help"], ["experts", "--help"], ["eval", "--help"], ["plugins", "--help"],
-                ["show", "--help"], ["datasets", "--help"], ["distillers", "--help"], ["--version"]]  # fmt: skip
+                ["show", "--help"], ["datasets", "--help"], ["distillers", "--help"], ["export", "--help"],
+                ["compare", "--help"], ["--version"]]  # fmt: skip
     code = f"""
         from ddcore_cli.app import main
         for argv in {commands!r}:

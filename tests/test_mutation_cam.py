@@ -9,21 +9,23 @@ import torch
 from torch import nn
 
 from ddcore import PluginError
-from ddcore.cam import default_layer_name, gradcampp_maps, grad_cam, item_noise, resolve_layer
+from ddcore.cam import cam_chunk_size, default_layer_name, gradcampp_maps, grad_cam, item_noise, resolve_layer
+from ddcore.context import derive_seed
 from ddcore.models import ConvNet
 
 
 def plain_net() -> nn.Sequential:
-    """Two convolutions, no ``layer4`` and not a ddcore ConvNet: the default layer is the last Conv2d, ``"2"``."""
+    """Three convolutions, no ``layer4`` and not a ddcore ConvNet: the default layer is the last Conv2d, ``"4"``."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))  # fmt: skip
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3))  # fmt: skip
 
 
 def test_default_layer_of_a_plain_network_is_its_last_convolution():
     model = plain_net()
-    assert default_layer_name(model) == "2"
-    assert resolve_layer(model, None) is model[2] and resolve_layer(model, "") is model[2]
+    assert default_layer_name(model) == "4"
+    assert resolve_layer(model, None) is model[4] and resolve_layer(model, "") is model[4]
     with pytest.raises(PluginError, match=r"^Sequential has no Conv2d layer to compute class activation maps at$"):
         default_layer_name(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
 
@@ -136,3 +138,65 @@ def test_item_noise_shapes_and_dtype():
     draws = item_noise([7], 2, (3,), torch.float64)
     assert draws.dtype == torch.float64
     assert torch.equal(draws[:, 0], torch.randn((2, 3), generator=torch.Generator().manual_seed(7), dtype=torch.float64))
+
+
+def _convnet(dtype=torch.float32) -> ConvNet:
+    torch.manual_seed(0)
+    return ConvNet(5, in_channels=3, image_size=16, width=8, depth=2).to(dtype)
+
+
+def test_smooth_noise_seeds_come_from_one_draw_of_the_generator():
+    """Without ``seeds``: base = one draw in [0, 2**62) from the generator (default: a fresh one seeded with 0,
+    never the global RNG), image i's seed derive_seed(base, i)."""
+    model = _convnet()
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    images[2] = images[0]  # the same image at two positions gets two different noises
+    targets = torch.tensor([0, 1, 0])
+    layer = "features.0.2"
+    base = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(9)))
+    seeded = grad_cam(model, layer, images, targets, method="smooth_gradcampp", seeds=[derive_seed(base, i) for i in range(3)])
+    drawn = grad_cam(model, layer, images, targets, method="smooth_gradcampp", generator=torch.Generator().manual_seed(9))
+    assert torch.equal(drawn, seeded) and not torch.allclose(drawn[0], drawn[2], atol=1e-4)
+    base0 = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(0)))
+    torch.manual_seed(1)
+    default = grad_cam(model, layer, images, targets, method="smooth_gradcampp")
+    torch.manual_seed(2)
+    assert torch.equal(grad_cam(model, layer, images, targets, method="smooth_gradcampp"), default)
+    assert torch.equal(default, grad_cam(model, layer, images, targets, method="smooth_gradcampp",
+                                         seeds=[derive_seed(base0, i) for i in range(3)]))  # fmt: skip
+
+
+def test_float64_images_get_float64_noise():
+    """Image i's noise is ``item_noise`` of its seed in the images' dtype (float64 draws differ from float32 ones)."""
+    from ddcore.cam import _chunk_maps, _eval_mode, normalize_maps
+
+    model = _convnet(torch.float64)
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    targets = torch.tensor([3, 4])
+    layer = resolve_layer(model, "features.0.2")
+    maps = grad_cam(model, layer, images, targets, method="smooth_gradcampp", samples=2, noise=0.5, seeds=[1, 2])
+
+    def with_noise(noise):
+        with torch.enable_grad(), _eval_mode(model):
+            return normalize_maps(_chunk_maps(model, layer, images, targets, "smooth_gradcampp", noise).detach(), (16, 16))
+
+    assert torch.equal(maps, with_noise(0.5 * item_noise([1, 2], 2, (3, 16, 16), torch.float64)))
+    assert not torch.allclose(maps, with_noise(0.5 * item_noise([1, 2], 2, (3, 16, 16)).double()), atol=1e-6)
+
+
+def test_int32_targets_are_accepted():
+    model = _convnet()
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    as_long = grad_cam(model, None, images, torch.tensor([1, 2]))
+    assert torch.equal(grad_cam(model, None, images, torch.tensor([1, 2], dtype=torch.int32)), as_long)
+
+
+def test_chunk_size_defaults_layers_and_bounds():
+    model = _convnet().eval().requires_grad_(False)
+    shape = (3, 16, 16)
+    budget = 10**6
+    assert cam_chunk_size(model, None, shape, 50, budget) == cam_chunk_size(model, None, shape, 50, budget, method="gradcam")
+    by_name = cam_chunk_size(model, "features.0.2", shape, 50, budget)
+    assert by_name == cam_chunk_size(model, model.features[0][2], shape, 50, budget)
+    assert by_name != cam_chunk_size(model, None, shape, 50, budget)  # the layer changes the cost
+    assert cam_chunk_size(model, None, shape, 1, 10**12) == 1 and cam_chunk_size(model, None, shape, 0, 10**12) == 1

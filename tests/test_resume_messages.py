@@ -25,6 +25,15 @@ def test_a_config_key_is_reported_before_the_data_it_changes():
     assert "the data (--data-root / --dataset)" in describe_difference("data.fingerprint", saved, now)
 
 
+def test_an_option_added_later_at_its_default_does_not_block_a_resume():
+    """A run saved before ``zca`` existed records no such key: ``zca = false`` now cannot have shaped it."""
+    saved = {"image_size": 8, "plugins": []}
+    assert first_difference(saved, {**saved, "zca": False, "robustness.lrs_weight": 0.5}) is None
+    assert first_difference(saved, {**saved, "zca": True}) == "zca"  # not the default: it would shape the run
+    assert first_difference(saved, {**saved, "robustness.lrs_weight": 0.7}) == "robustness.lrs_weight"
+    assert first_difference({**saved, "zca": False}, saved) == "zca"  # a recorded key that is gone still counts
+
+
 @pytest.fixture(scope="module")
 def cut_tm_run(tmp_path_factory):
     """A tm run stopped inside iteration 2 (nothing distilled yet)."""

@@ -98,13 +98,14 @@ def maps_command(plugins, dataset, data_root, image_size, seed, cache_dir, cpu, 
     from torchvision.utils import save_image
 
     from ddcore.atomic import atomic_path
-    from ddcore.data.base import denormalize
     from ddcore_diffsel.scorers import DiffusionScorer
+    from ddcore_diffsel.selection import refuse_whitened
     from ddcore_diffsel.sources import resolve_prior
 
     ctx = _pipeline(dataset, data_root, image_size, seed, cache_dir, cpu, quiet, {"prior": prior_source}, plugins)
     config = ctx.plugin_config("diffsel")
     real = ctx.dataset
+    refuse_whitened(real, "dd diffsel maps")  # the scorer reads the images as pixels with mean/std alone
     prior, resolution = resolve_prior(ctx, real, config)
     side = real.image_shape[-1]
     scorer = DiffusionScorer(prior, image_side=side, window=side, stride=side, per_image=1, max_iou=1.0,
@@ -117,7 +118,7 @@ def maps_command(plugins, dataset, data_root, image_size, seed, cache_dir, cpu, 
     low = maps.flatten(1).min(1).values.view(-1, 1, 1)
     high = maps.flatten(1).max(1).values.view(-1, 1, 1)
     heat = ((maps - low) / (high - low).clamp(min=1e-12)).unsqueeze(1).expand(-1, images.shape[1], -1, -1)
-    pixels = denormalize(images, real.mean, real.std).clamp(0, 1)
+    pixels = real.denormalize(images).clamp(0, 1)
     grid = torch.cat([pixels, heat]).cpu()
     if ctx.is_main_process:
         with atomic_path(out_path.with_suffix(".png")) as tmp:

@@ -91,11 +91,11 @@ def load_teacher(ctx, dataset, spec: str, epochs: int = 0) -> nn.Module:
     cover the dataset's classes. A ``torchvision:ARCH:PATH`` teacher (and observer) reads its weights
     through :func:`ddcore.weights.load_torchvision` and sees the images through
     :class:`ddcore.adapt.InputAdapter` (grey repeated to RGB, the architecture's size limits,
-    ImageNet's normalisation), so everything that calls it (observer scores, penultimate features,
+    ImageNet's normalisation; a ZCA dataset's whitening undone first), so everything that calls it (observer scores, penultimate features,
     teacher labels, the KD evaluator) passes dataset images as they are.
     """
     from ddcore import teacher as teachers
-    from ddcore.adapt import adapted_torchvision
+    from ddcore.adapt import adapted_torchvision_dataset
     from ddcore.weights import load_torchvision
 
     if spec in ("", "trained"):
@@ -107,7 +107,7 @@ def load_teacher(ctx, dataset, spec: str, epochs: int = 0) -> nn.Module:
         raise PluginError(f"plugin.diffsel.teacher {spec!r}: expected torchvision:ARCH:PATH")
     model = load_torchvision(arch, path, option="config key 'plugin.diffsel.teacher'")
     outputs = last_linear(model).out_features
-    model = adapted_torchvision(model, arch, dataset.mean, dataset.std)
+    model = adapted_torchvision_dataset(model, arch, dataset)  # pixels as on the plain dataset (ZCA undone)
     if outputs != dataset.num_classes:
         index = dataset.extra.get("imagenet_index")
         if outputs == 1000 and index:

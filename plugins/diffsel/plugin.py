@@ -21,6 +21,9 @@ PLUGIN_NAME = "diffsel"
 name = PLUGIN_NAME
 #: ddcore validates ``[plugin.diffsel]`` into this class; hooks read it with ``ctx.plugin_config``.
 config_class = DiffselConfig
+#: Patches are cut, resized, stitched and scored as pixels, which ZCA's whole-image whitening does not survive:
+#: ddcore refuses ``zca = true`` with this plugin before any work (one line, exit 2).
+run_requirements = {"zca": False}
 
 
 @hookimpl

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ddcore import DistilledSet, PluginError, Selection
+from ddcore import ConfigError, DistilledSet, PluginError, Selection
 from ddcore.atomic import write_json
 from ddcore.tm.experts import dataset_identity
 from ddcore_diffsel.assemble import placement_order, stitch, unzoom, zoom
@@ -46,6 +46,16 @@ def geometry(config: DiffselConfig, image_side: int) -> tuple[int, int, int, int
     return factor, cell, window, stride
 
 
+def refuse_whitened(dataset, what: str) -> None:
+    """Refuse a ZCA-whitened dataset (``zca = true``) for ``what``: diffsel cuts, resizes and stitches patches
+    and scores them as pixels, none of which a whitening over the whole image survives. One-line
+    :class:`~ddcore.ConfigError` naming the key (``dd run`` refuses earlier, through the plugin's
+    ``run_requirements``; this guards direct callers)."""
+    if getattr(dataset, "whitening", None) is not None:
+        raise ConfigError(f"{what} works on pixels and image patches, but dataset {dataset.name!r} is ZCA-whitened "
+                          "(config key zca); set zca = false or drop --plugin diffsel")  # fmt: skip
+
+
 def _teacher(ctx, dataset, config: DiffselConfig):
     key = "diffsel/teacher-module"
     if key not in ctx.stash:
@@ -55,6 +65,7 @@ def _teacher(ctx, dataset, config: DiffselConfig):
 
 def build_selection(ctx, dataset, ipc: int, config: DiffselConfig) -> Selection:
     """Stage I (or its cached pool), Stage II per class, the winners' patches as a :class:`Selection`."""
+    refuse_whitened(dataset, "plugin diffsel's selection")
     side = dataset.image_shape[-1]
     factor, cell, window, stride = geometry(config, side)
     needed = ipc * factor * factor

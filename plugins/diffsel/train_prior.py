@@ -102,7 +102,7 @@ def _training_images(dataset: ImageDataset, size: int) -> tuple[torch.Tensor, to
     if len(dataset.train) * channels * size * size * 4 > IN_MEMORY_BYTES:
         return None
     images, labels = dataset.load("train", list(range(len(dataset.train))))
-    return prior_input(images, dataset.mean, dataset.std, size), labels
+    return prior_input(dataset.unwhiten(images), dataset.mean, dataset.std, size), labels  # pixels, ZCA undone
 
 
 def train_pixel_prior(ctx: RunContext, dataset: ImageDataset, config: PriorTrainConfig, folder: Path, key: str) -> None:
@@ -160,7 +160,7 @@ def train_pixel_prior(ctx: RunContext, dataset: ImageDataset, config: PriorTrain
                 images, labels = data[0][index[mine]], data[1][index[mine]]
             else:
                 raw, labels = dataset.load("train", index[mine].tolist())
-                images = prior_input(raw, dataset.mean, dataset.std, size)
+                images = prior_input(dataset.unwhiten(raw), dataset.mean, dataset.std, size)
             labels = torch.where(drop[mine], torch.full_like(labels, num_classes), labels)
             clean = (images * 2 - 1).to(device)
             eps, steps_t = noise[mine].to(device), t[mine].to(device)

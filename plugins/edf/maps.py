@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ddcore import RunContext
-from ddcore.adapt import adapted
+from ddcore.adapt import adapted, adapted_dataset
 from ddcore.cam import cam_chunk_size, default_layer_name, grad_cam, resolve_layer
 from ddcore_edf.cam_model import cam_input, class_map, load_cam_model, probe_classes
 from ddcore_edf.config import EDFConfig
@@ -36,7 +36,7 @@ from ddcore_edf.dae import emphasised, empty_maps, last_refresh
 class CamMaps:
     """The CAM model, its layer and the maps in use (one per run, kept in ``ctx.stash["edf"]``)."""
 
-    model: nn.Module  # takes the dataset's images (a foreign model wrapped with ddcore.adapt's adapter)
+    model: nn.Module  # takes the dataset's images (a foreign model wrapped with ddcore.adapt's adapter, ZCA undone)
     layer: nn.Module
     layer_name: str
     classes: torch.Tensor  # [num_classes] the CAM model's index of each dataset class
@@ -56,8 +56,10 @@ class CamMaps:
         layer_name = config.cam_layer or default_layer_name(model)
         layer = resolve_layer(model, layer_name, option="plugin.edf.cam_layer")  # the same module inside the wrapper
         target = cam_input(config, dataset)
-        if target is not None:
+        if target is not None and config.cam_input_norm == "dataset":  # the images as handed out (whitened with ZCA)
             model = adapted(model, dataset.mean, dataset.std, target).to(ctx.device)
+        elif target is not None:  # pixels, re-normalised for the model: a ZCA dataset's whitening is undone first
+            model = adapted_dataset(model, dataset, target).to(ctx.device)
         example = dataset.train[0][0].unsqueeze(0).to(ctx.device)
         classes = class_map(
             probe_classes(model, example), dataset.num_classes, config.class_index, dataset.extra.get("imagenet_index")
