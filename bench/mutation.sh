@@ -4,6 +4,7 @@
 #   bench/mutation.sh                      # every module in bench/mutation.py's MODULES table
 #   bench/mutation.sh edf.cpd tm.matching  # some of them
 #   bench/mutation.sh --list               # module -> focused test files
+#   bench/mutation.sh --rerun-survivors cam # after adding tests: only the last run's survivors
 #
 # Needs mutmut 3 in the venv:  .venv/bin/pip install -c constraints-ci.txt -e '.[test]' mutmut==3.8.1
 # Slow (minutes per module, single-threaded torch): not part of CI. Work folder: $DD_MUTATION_WORK

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from ddcore.builtin.evaluate import (
+    diverged,
+    train_once,
     describe_rows,
     divergence_advice,
     dd_evaluate,
@@ -27,6 +30,7 @@ from ddcore.distilled import DistilledSet
 from ddcore.errors import ConfigError, PluginError
 from ddcore.presets import resolve_eval
 from ddcore.testing import KnownAnswerDatasets
+from ddcore.builtin.selection import random_per_class
 from ddcore.training import TrainingDiverged
 
 #: Enough for the band rule at one image per class (tests/test_known_answers.py), and quick.
@@ -111,8 +115,9 @@ def test_training_labels_follow_eval_labels(dd_context):
         ctx.config.eval.labels = mode
         assert evaluate_once(ctx, _settings(ctx), soft_wrong, "distilled", 0) == expected, mode
     ctx.config.eval.labels = "soft"
-    with pytest.raises(PluginError, match=r"eval.labels = 'soft' but the distilled set has hard labels; use 'auto' or 'hard'"):
+    with pytest.raises(PluginError, match=r"^eval.labels = 'soft' but the distilled set has hard labels; use 'auto' or 'hard'$") as caught:
         evaluate_once(ctx, _settings(ctx), _per_class(ctx), "distilled", 0)
+    assert caught.value.plugin == "eval"
     # hard mode trains on the argmax, auto on the logits: same answer, other networks
     ctx.config.eval.labels = "hard"
     hard = job_member(ctx, _settings(ctx), soft_wrong, "distilled", 0)
@@ -222,3 +227,117 @@ def test_describe_rows():
     assert describe_rows(three) == ["headline (paired): distilled - initial = -1.00 points, mean over 3 networks with "
                                     "the same seeds, 95% t-interval [-3.48, +1.48]"]  # fmt: skip
     assert math.isclose(-3.484, -1.0 - 2.484)
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds and streams of each job (the digits of run_tiny: accuracies that depend on the network)
+# ----------------------------------------------------------------------------------------------
+
+
+def _digits(dd_context, **eval_options):
+    return dd_context(eval={"runs": 2, "epochs": 2, "width": 8, "batch_size": 4, "batched": "off", **eval_options})
+
+
+def _first_images(ctx, per_class: int = 1) -> DistilledSet:
+    data = ctx.dataset
+    indices = [i for group in data.indices_by_class("train") for i in group[:per_class]]
+    images, labels = data.load("train", indices)
+    return DistilledSet(images, labels, data.class_names, data.mean, data.std)
+
+
+def test_each_repeat_trains_its_own_network_and_is_measured_as_trained(dd_context):
+    ctx = _digits(dd_context)
+    settings, distilled = _settings(ctx), _first_images(ctx)
+    weights = [torch.cat([p.detach().flatten() for p in train_once(ctx, settings, distilled, "distilled", r).parameters()])
+               for r in (0, 1, 1)]  # fmt: skip
+    assert torch.equal(weights[1], weights[2]) and not torch.equal(weights[0], weights[1])
+    from ddcore.training import accuracy_on
+
+    for r in (0, 1):
+        model = train_once(ctx, settings, distilled, "distilled", r)
+        expected = 100.0 * accuracy_on(model, ctx.dataset.loader("test", 7), ctx.device)  # any batch size
+        assert evaluate_once(ctx, settings, distilled, "distilled", r) == expected
+
+
+def test_batched_repeats_are_different_networks(dd_context):
+    ctx = _digits(dd_context, batched="on")
+    settings, distilled = _settings(ctx), _first_images(ctx, 3)
+    rows = train_jobs(ctx, settings, {"distilled": distilled}, [("distilled", 0), ("distilled", 1)], ("test",), "on",
+                      lambda n: None)  # fmt: skip
+    one = train_jobs(ctx, settings, {"distilled": distilled}, [("distilled", 1)], ("test",), "off", lambda n: None)
+    assert rows[0][2] != rows[1][2]  # another seed, another network (3 images per class: accuracies spread)
+    assert abs(rows[1][2]["test"] - one[0][2]["test"]) <= 1.0  # batched = one by one, to float rounding
+
+
+def test_shuffles_and_subsets_follow_the_jobs_own_generators(dd_context):
+    """Batch order: ``derive_generator("eval", kind, repeat, "shuffle")`` (the initial row shares the distilled
+    row's); the random row's subset: ``derive_generator("eval", "random", repeat, "subset")``. The global RNG
+    plays no part."""
+    ctx = _digits(dd_context, batch_size=100)
+    settings, distilled = _settings(ctx), _first_images(ctx)
+    for repeat in (0, 1):
+        torch.manual_seed(repeat + 10)  # must not matter
+        for kind in ("distilled", "initial"):
+            member = job_member(ctx, settings, distilled, kind, repeat)
+            (images, _), = list(member.batches(0))
+            order = torch.randperm(10, generator=ctx.derive_generator("eval", "distilled", repeat, "shuffle"))
+            assert torch.equal(images, distilled.images[order])
+        member = job_member(ctx, settings, distilled, "random", repeat)
+        picks = ctx.derive_generator("eval", "random", repeat, "subset")
+        chosen = [i for idx in ctx.dataset.indices_by_class("train") for i in random_per_class([idx], 1, picks)]
+        expected_images, _ = ctx.dataset.load("train", chosen)
+        order = torch.randperm(10, generator=ctx.derive_generator("eval", "random", repeat, "shuffle"))
+        (images, _), = list(member.batches(0))
+        assert torch.equal(images, expected_images[order])
+
+
+def test_the_full_rows_loader_is_shuffled_by_its_own_generator(dd_context):
+    ctx = _digits(dd_context, full_epochs=1)
+    settings = _settings(ctx)
+
+    def first_batch(repeat, global_seed):
+        torch.manual_seed(global_seed)
+        member = job_member(ctx, settings, _first_images(ctx), "full", repeat)
+        return next(iter(member.batches(0)))
+
+    a, b, c = first_batch(0, 1), first_batch(0, 2), first_batch(1, 1)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+    in_order, _ = ctx.dataset.load("train", list(range(len(a[1]))))
+    assert not torch.equal(a[0], in_order)  # shuffled
+    assert len(a[1]) == settings.full_recipe.batch_size == 4
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="^bogus$"):
+        job_member(SimpleNamespace(dataset=None, derive_generator=lambda *k: None), SimpleNamespace(recipe=None), None, "bogus", 0)
+
+
+@pytest.mark.parametrize("batched", ["off", "on"])
+def test_a_divergence_at_the_learned_lr_says_so(dd_context, batched):
+    ctx = _context(dd_context, eval={"runs": 2, "epochs": 2, "batched": batched})
+    with pytest.raises(TrainingDiverged) as caught:
+        dd_evaluate(ctx, _per_class(ctx, lr=1e30))
+    assert str(caught.value).endswith(
+        "it trained at the distilled set's learned lr 1e+30 (eval.use_learned_lr = true): set eval.use_learned_lr=false "
+        "to train at eval.lr (now 0.05), or lower eval.weight_decay (now 0.0005)")  # fmt: skip
+    assert "row acc (repeat 0)" in str(caught.value)
+
+
+def test_diverged_names_a_plugins_own_kind_and_advice_without_an_eval_table(dd_context):
+    ctx = _context(dd_context)
+    settings = _settings(ctx)
+    error = diverged(ctx, settings, None, "teacher", 4, settings.recipe, TrainingDiverged(0, 2, math.nan))
+    assert str(error).startswith("training of the evaluation network of row teacher (repeat 4) diverged")
+    bare = SimpleNamespace(config=SimpleNamespace())
+    assert divergence_advice(bare, settings, None, "random", settings.recipe) == "lower eval.lr (now 0.05) or the weight decay (0.0005)"
+
+
+def test_the_full_row_is_trained_one_by_one_even_when_batching_is_on(dd_context):
+    ctx = _context(dd_context, eval={"runs": 2, "batched": "on", "baseline": ["full"]})
+    metrics = dd_evaluate(ctx, _per_class(ctx))
+    assert metrics["full_acc_runs"] == [0.0, 0.0] and metrics["acc_runs"] == [0.0, 0.0]
+    plans = ctx.records["eval_batched"]
+    assert plans["distilled"]["batched"] is True
+    assert plans["full"] == {"batched": False, "reason": "one by one: batched training is off", "networks": 2,
+                             "group_size": 1, "groups": [[0], [1]], "bytes_per_network": 0, "budget_bytes": 0,
+                             "device": "cpu"}  # fmt: skip

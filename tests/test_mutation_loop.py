@@ -16,6 +16,7 @@ import torch
 
 import ddcore.tm.loop as loop
 from ddcore import DistilledSet
+from ddcore import hookimpl as loop_hookimpl
 from ddcore.errors import ConfigError, DDError
 from ddcore.models import ModelSpec, build_model
 from ddcore.runner import Pipeline
@@ -85,7 +86,7 @@ def _setup(digits, soft=False, lr=None, **tm):
 
 def test_outer_optimisers_are_sgd_with_mtts_momenta(digits, monkeypatch):
     """Gradient 1 every step: SGD with momentum m moves by lr, then lr (1 + m), then lr (1 + m + m^2)."""
-    ctx, initial, config = _setup(digits, soft=True, learn_labels=True, lr_y=2.0)
+    ctx, initial, config = _setup(digits, soft=True, learn_labels=True, lr_y=2.0, lr_lr=4e-3, lr_teacher=0.1)
     monkeypatch.setattr(loop, "matching_step", Stand_in([1.0, 1.0, 1.0]))
     matcher = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
     moves = []
@@ -96,7 +97,7 @@ def test_outer_optimisers_are_sgd_with_mtts_momenta(digits, monkeypatch):
                       float((before[2] - matcher.labels.detach()).mean())))  # fmt: skip
     for (image, lr, label), k in zip(moves, range(3)):
         assert math.isclose(image, 10.0 * sum(0.5**i for i in range(k + 1)), rel_tol=1e-5)
-        assert math.isclose(lr, 1e-3 * sum(0.5**i for i in range(k + 1)), rel_tol=1e-4)
+        assert math.isclose(lr, 4e-3 * sum(0.5**i for i in range(k + 1)), rel_tol=1e-4)
         assert math.isclose(label, 2.0 * sum(0.9**i for i in range(k + 1)), rel_tol=1e-5)
 
 
@@ -334,3 +335,149 @@ def test_a_resumed_auto_run_keeps_the_checkpoints_unroll(digits):
     state["unroll"] = "constant"
     fixed.load_state_dict(state)
     assert fixed.unroll == "full"
+
+
+def _steps(ctx, initial, config, monkeypatch, n=2, global_seed=0):
+    monkeypatch.setattr(loop, "matching_step", Stand_in([1.0] * n))
+    matcher = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
+    torch.manual_seed(global_seed)  # must not matter
+    return [(row["experts"], row["start_epoch"]) for row in (matcher.step() for _ in range(n))], matcher
+
+
+def test_draws_come_from_the_runs_streams_not_the_global_rng(digits, monkeypatch):
+    ctx, initial, config = _setup(digits, batch_syn=1, syn_steps=2, max_start_epoch=3, cur_max_start_epoch=3)
+    first, a = _steps(ctx, initial, config, monkeypatch, 4, global_seed=1)
+    chunks_a = [c.tolist() for call in loop.matching_step.calls for c in call["chunks"]]
+    second, b = _steps(ctx, initial, config, monkeypatch, 4, global_seed=2)
+    chunks_b = [c.tolist() for call in loop.matching_step.calls for c in call["chunks"]]
+    assert first == second and chunks_a == chunks_b
+
+
+class _Hooks:
+    name = "hooks"
+
+    def __init__(self):
+        self.seen = []
+
+    @loop_hookimpl
+    def dd_supervision_weights(self, ctx, losses, distances, step):
+        self.seen.append(("supervision", ctx, distances, step))
+
+    @loop_hookimpl
+    def dd_pixel_weights(self, ctx, images, labels, step):
+        self.seen.append(("pixel", ctx, labels, step))
+
+
+def test_the_weighting_hooks_get_the_run_the_distances_labels_and_step():
+    hooks = _Hooks()
+    pipeline = Pipeline({"ipc": 1, "workers": 0, "distill": "tm", "eval": {"runs": 0}}, [hooks], write=False)
+    dataset = pipeline.build_dataset()
+    images, labels = dataset.load("train", [dataset.indices_by_class("train")[k][0] for k in range(2)])
+    initial = DistilledSet(images, labels, dataset.class_names, dataset.mean, dataset.std)
+    config = TMConfig(iterations=2, syn_steps=2, max_start_epoch=2, cur_max_start_epoch=1, augment="none", unroll="full")
+    matcher = TrajectoryMatcher(pipeline.ctx, initial, Walks(), SPEC, config)
+    matcher.step()
+    matcher.step()
+    kinds = [(kind, step) for kind, *_, step in hooks.seen]
+    assert ("supervision", 0) in kinds and ("pixel", 1) in kinds and all(ctx is pipeline.ctx for _, ctx, *_ in hooks.seen)
+    for kind, _, value, _ in hooks.seen:
+        if kind == "pixel":
+            assert torch.equal(value, labels)
+        else:
+            assert isinstance(value, torch.Tensor) and value.ndim == 1 and (value > 0).all()  # per-parameter distances
+
+
+def test_the_best_set_and_the_initial_accuracy_survive_a_resume(digits):
+    ctx, initial, config = _setup(digits)
+    matcher = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
+    matcher.consider(42.0)
+    saved = matcher.state_dict()
+    resumed = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
+    resumed.load_state_dict(saved)
+    assert resumed.initial_accuracy == 42.0 and resumed.best["accuracy"] == 42.0 and resumed.best["iteration"] == -1
+
+
+def test_resuming_restores_the_dsa_stream(digits):
+    ctx, initial, config = _setup(digits, augment="dsa")
+    matcher = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
+    matcher.augment.dsa.sample((2, 1, 32, 32), matcher.augment.generator)  # the stream moves on
+    saved = matcher.state_dict()
+    resumed = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
+    resumed.load_state_dict(saved)
+    assert torch.equal(resumed.augment.generator.get_state(), matcher.augment.generator.get_state())
+
+
+def test_an_auto_resume_switches_to_the_checkpoints_unroll_only_where_it_fits(digits):
+    ctx, initial, config = _setup(digits, unroll="auto")
+    ctx.records["tm_memory"] = {"unroll": "constant"}
+    matcher = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
+    state = matcher.state_dict()
+    state["unroll"] = "full"
+    resumed = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
+    resumed.unroll = "constant"  # as if auto had chosen it here
+    resumed.plan = type("Plan", (), {"fits": staticmethod(lambda unroll: unroll == "full")})()
+    resumed.load_state_dict(state)
+    assert resumed.unroll == "full" and ctx.records["tm_memory"]["unroll"] == "full"
+    state["unroll"] = "constant"
+    other = TrajectoryMatcher(ctx, initial, Walks(), SPEC, config)
+    other.unroll = "full"
+    other.plan = resumed.plan
+    other.load_state_dict(state)  # constant does not fit: stay
+    assert other.unroll == "full"
+
+
+def test_distill_tm_uses_the_runs_plan(digits, monkeypatch):
+    ctx, initial, config = _setup(digits, unroll="auto", iterations=1)
+    stand_in = Stand_in([1.0])
+    monkeypatch.setattr(loop, "matching_step", stand_in)
+    plan = type("Plan", (), {"unroll": "constant", "fits": staticmethod(lambda unroll: True)})()
+    distill_tm(ctx, initial, Walks(), SPEC, config, plan=plan)
+    assert stand_in.calls[0]["mode"] == "constant"
+
+
+def test_progress_trackers_and_no_evaluation_without_an_evaluator(digits, monkeypatch):
+    from contextlib import contextmanager
+
+    ctx, initial, config = _setup(digits, iterations=2, eval_every=1)
+    monkeypatch.setattr(loop, "matching_step", Stand_in([1.5, 2.5]))
+    calls, tracked = [], []
+
+    @contextmanager
+    def progress(description, total):
+        calls.append((description, total))
+        yield lambda *a, **kw: calls.append((a, kw))
+
+    monkeypatch.setattr(ctx.reporter, "progress", progress)
+    monkeypatch.setattr(loop, "log_iteration", lambda c, row, initial_accuracy: tracked.append((c, row, initial_accuracy)))
+    distilled, log = distill_tm(ctx, initial, Walks(), SPEC, config)  # eval_every without an evaluator: no evaluation
+    assert "best_iteration" not in distilled.meta
+    assert calls[0] == ("trajectory matching", 2) and calls[1] == ((0,), {})
+    assert calls[2:] == [((1,), {"loss": 1.5, "syn_lr": log[0]["syn_lr"]}), ((1,), {"loss": 2.5, "syn_lr": log[1]["syn_lr"]})]
+    assert [(c is ctx, row, acc) for c, row, acc in tracked] == [(True, log[0], None), (True, log[1], None)]
+
+
+def test_the_kept_set_after_iteration_0_is_named_so(digits, monkeypatch):
+    ctx, initial, config = _setup(digits, iterations=2, eval_every=1)
+    monkeypatch.setattr(loop, "matching_step", Stand_in([1.0] * 2))
+    said, tracked = [], []
+    monkeypatch.setattr(ctx.reporter, "info", said.append)
+    monkeypatch.setattr(loop, "log_iteration", lambda c, row, initial_accuracy: tracked.append(initial_accuracy))
+    scores = iter([10.0, 50.0, 20.0])
+    distilled, _ = distill_tm(ctx, initial, Walks(), SPEC, config, evaluate=lambda d: next(scores))
+    assert distilled.meta["best_iteration"] == 0 and tracked == [10.0, 10.0]
+    assert said == ["trajectory matching kept the set after iteration 0: validation accuracy 50.00%; initial set 10.00%"]
+
+
+def test_a_single_expert_and_the_auto_plan(digits):
+    from ddcore.tm.memory import plan_for_run
+
+    ctx, initial, config = _setup(digits, unroll="auto")
+    matcher = TrajectoryMatcher(ctx, initial, Walks(count=1, epochs=3), SPEC, config)
+    expected = plan_for_run(ctx, config, 3, model_spec=SPEC, num_images=2, soft=False)
+    assert matcher.plan == expected and matcher.unroll == expected.unroll
+    assert torch.equal(matcher.generator.get_state(), ctx.derive_generator("tm", 0).get_state())
+    soft_ctx, soft_initial, _ = _setup(digits, soft=True)
+    soft = TrajectoryMatcher(soft_ctx, soft_initial, Walks(count=1, epochs=3), SPEC, config)
+    assert soft.plan == plan_for_run(ctx, config, 3, model_spec=SPEC, num_images=2, soft=True)
+    fixed_ctx, fixed_initial, fixed = _setup(digits, unroll="constant")
+    assert TrajectoryMatcher(fixed_ctx, fixed_initial, Walks(), SPEC, fixed).plan is None

@@ -12,8 +12,8 @@ clutter. Both are made of two kinds of real, shipped data:
   textures and shapes at every scale, none of them a digit.
 
 The two levels differ only in numbers (:class:`LevelSpec`): on **easy** the digit fills most of the frame,
-near the centre, over a dim, low-contrast background; on **hard** it is a third of the side, anywhere in the
-frame, over a bright high-contrast crop taken closer up (more, sharper structure per pixel).
+near the centre, over a dim, low-contrast background; on **hard** it is about half the side, off-centre, over a
+brighter, higher-contrast crop taken closer up (more, sharper structure per pixel).
 
 Everything comes from one ``torch.Generator`` seeded with the given seed, in a fixed order, so one seed gives
 identical bytes on any machine and thread count (all sampling is ``grid_sample`` on float32 CPU tensors).
@@ -56,7 +56,7 @@ class LevelSpec:
 
 LEVELS: dict[str, LevelSpec] = {
     "easy": LevelSpec(digit_scale=(0.80, 0.95), jitter=0.5, crop=(0.5, 1.0), background=(0.0, 0.35), ink=(0.9, 1.0)),
-    "hard": LevelSpec(digit_scale=(0.34, 0.42), jitter=1.0, crop=(0.12, 0.35), background=(0.0, 0.85), ink=(0.8, 1.0)),
+    "hard": LevelSpec(digit_scale=(0.50, 0.60), jitter=0.5, crop=(0.15, 0.40), background=(0.0, 0.50), ink=(1.0, 1.0)),
 }
 
 
