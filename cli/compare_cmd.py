@@ -23,6 +23,9 @@ def _output(value: str | None, option: str) -> Path | None:
     path = Path(value)
     if path.is_dir():
         raise ConfigError(f"{option} {value} is a folder; give a file name")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ConfigError(f"{option} {value}: {blocking} is a file, not a folder")
     if not path.parent.is_dir():
         raise ConfigError(f"{option} {value}: the folder {path.parent} does not exist")
     return path
@@ -105,7 +108,9 @@ def _write_csv(comparison, path: Path | None) -> None:
 
 
 def _cell(mean: float | None, std: float | None) -> str:
-    return "—" if mean is None else f"{mean:.2f} ± {std:.2f}"
+    if mean is None:
+        return "—"
+    return f"{mean:.2f} ± " + ("n/a" if std is None else f"{std:.2f}")  # one network: no spread to show
 
 
 def _print_tables(comparison) -> None:

@@ -45,11 +45,20 @@ def export_command(run_dir: Path, fmt: str, out: Path, overwrite: bool, mean, st
     if "mean" in meta:
         console.print(f"normalisation of images.pt: mean {meta['mean']}, std {meta['std']}", highlight=False, soft_wrap=True)
     if meta.get("lr") is not None:
-        console.print(f"learned lr (lr.pt): {meta['lr']:g}", highlight=False)
+        where = "lr.pt" if "lr.pt" in result.files else "meta.json 'lr'"
+        console.print(f"learned lr ({where}): {meta['lr']:g}", highlight=False)
+    if meta.get("empty_folders"):
+        console.print(f"class folders left empty (no image has that label; soft labels: as argmax): "
+                      f"{', '.join(meta['empty_folders'])}; torchvision's ImageFolder needs allow_empty=True for them",
+                      highlight=False, soft_wrap=True)  # fmt: skip
     clipped = meta.get("clipped")
     if clipped is not None:
         console.print(f"clipped to [0, 1]: {clipped['clipped']} of {clipped['values']} pixel values "
                       f"({clipped['below_0']} below 0, {clipped['above_1']} above 1)", highlight=False)  # fmt: skip
+    if meta.get("run_status") != "complete":
+        console.print(f"note: the run is {meta.get('run_status')!r}, not complete; meta.json has the accuracies it had "
+                      f"so far ({'none' if not (meta['accuracies'] or {}).get('metrics') else 'metrics.json'})",
+                      highlight=False, soft_wrap=True)  # fmt: skip
     for line in (meta.get("ddranking") or {}).get("differences", []):
         console.print(f"DD-Ranking config differs: {line}", highlight=False, soft_wrap=True)
     console.print(f"written: {len(result.files)} files, meta in {result.out / 'meta.json'}", highlight=False)

@@ -22,6 +22,16 @@ def is_fraction(key: str) -> bool:
     return str(key).startswith(FRACTION_METRICS)
 
 
+#: Metrics that are learning rates (the robustness lr search's candidates and choices): shown with ``:g``, since
+#: two decimals would print an lr of 0.001 as 0.00.
+LR_METRICS = ("robustness/lr_candidates",)
+
+
+def is_lr(key: str) -> bool:
+    """Whether metric ``key`` holds learning rates (``robustness/<row>_lr_runs``, ``robustness/lr_candidates``)."""
+    return str(key).startswith(LR_METRICS) or (str(key).startswith("robustness/") and str(key).endswith("_lr_runs"))
+
+
 def format_value(value: Any, digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
@@ -30,8 +40,26 @@ def format_value(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def one_network(metrics: Mapping[str, Any], prefix: str) -> bool:
+    """Whether ``prefix`` was measured on one network (``prefix + "_runs"`` holds one value)."""
+    runs = metrics.get(f"{prefix}_runs")
+    return isinstance(runs, (list, tuple)) and len(runs) == 1
+
+
+def std_cell(metrics: Mapping[str, Any], prefix: str, digits: int = 2) -> str:
+    """``metrics[prefix + "_std"]`` formatted, or ``n/a`` where it is undefined: one network (the evaluators
+    leave the std out, :func:`ddcore.evaluation.summarise`; metrics files written before recorded 0) or none
+    recorded.
+    """
+    std = metrics.get(f"{prefix}_std")
+    if std is None or one_network(metrics, prefix):
+        return "n/a"
+    return f"{std:.{digits}f}"
+
+
 def metrics_table(metrics: Mapping[str, Any], title: str = "metrics") -> Table:
-    """One row per metric; ``*_mean`` rows are paired with their ``*_std`` as ``mean ± std``.
+    """One row per metric; ``*_mean`` rows are paired with their ``*_std`` as ``mean ± std`` (``mean ± n/a`` for
+    one network: :func:`std_cell`).
 
     Per-process bookkeeping (``*_runs_process``: which process trained each network) is not an accuracy
     and is left out of the table; it stays in ``metrics.json``.
@@ -44,10 +72,13 @@ def metrics_table(metrics: Mapping[str, Any], title: str = "metrics") -> Table:
         if key in shown or str(key).endswith("_runs_process"):
             continue
         digits, label = (4, " (fraction)") if is_fraction(key) else (2, "")
-        if key.endswith("_mean") and f"{key[:-5]}_std" in metrics:
+        if key.endswith("_mean") and (f"{key[:-5]}_std" in metrics or one_network(metrics, key[:-5])):
             std_key = f"{key[:-5]}_std"
-            table.add_row(key[:-5] + label, f"{value:.{digits}f} ± {metrics[std_key]:.{digits}f}")
+            table.add_row(key[:-5] + label, f"{value:.{digits}f} ± {std_cell(metrics, key[:-5], digits)}")
             shown.update({key, std_key})
+            continue
+        if is_lr(key):
+            table.add_row(key, ", ".join(f"{float(v):g}" for v in (value if isinstance(value, (list, tuple)) else [value])))
             continue
         table.add_row(key + label, format_value(value, digits))
     return table

@@ -65,11 +65,21 @@ def merged_config(config_file: Path | None, plugins: tuple[str, ...], sets: tupl
     return data
 
 
+#: The built-in datasets read from local files (``ddcore.builtin.datasets``; a test keeps this list equal to the
+#: registry's, which the help cannot import: it needs torch).
+LOCAL_DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "tiny-imagenet", "imagenette", "imagewoof")
+DATA_ROOT_HELP = (
+    "Folder holding the dataset's files (nothing is ever downloaded). Needed by imagefolder, by the standard "
+    f"benchmarks {', '.join(LOCAL_DATASETS)} (the layout each expects: docs/datasets.md or the error without it) "
+    "and by plugin datasets that say so (compdd/...); digits needs none."
+)
+
+
 @click.command(name="run")
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="TOML config file; flags win over it.")
 @click.option("--plugin", "plugins", multiple=True, metavar="NAME|FILE.py", help="Activate a plugin (repeatable).")
 @click.option("--dataset", help="Registered dataset name (see `dd datasets`). Default: digits.")
-@click.option("--data-root", type=click.Path(path_type=Path), help="Folder of the dataset (imagefolder, compdd/...).")
+@click.option("--data-root", type=click.Path(path_type=Path), help=DATA_ROOT_HELP)
 @click.option("--image-size", type=int, help="Resize images to this side (default: the dataset's own).")
 @click.option("--workers", type=int, help="Data loader worker processes (default 2).")
 @click.option("--ipc", type=int, help="Images per class (default 10).")

@@ -18,6 +18,20 @@ score ``S`` (the pre-softmax logit of its target class):
 Each map is then upsampled bilinearly to the image size and min-max normalised per image to
 ``[0, 1]`` (min 0, max 1; a constant map becomes all zeros).
 
+Two variants of each method (``variant``):
+
+- ``"paper"`` (default): the formulas above; Smooth Grad-CAM++'s noise is added to the images given.
+- ``"torchcam"``: the order of operations of torchcam 0.5.0 (``torchcam.methods.GradCAM`` /
+  ``SmoothGradCAMpp``), the library the EDF release used. For both methods the map is min-max normalised
+  at layer resolution (``(cam - min) / (max + 1e-8)``, after the ReLU) and only then upsampled bilinearly
+  (so the upsampled map's extremes are not exactly 0 and 1). For Smooth Grad-CAM++ also:
+  ``alpha = D_2 / (2 D_2 + sum_ab(D_3 * A_clean) + 1e-8)`` (the sum runs over the product, position by
+  position; no mask where ``D_2 = 0``), ``w_k = sum_ij alpha * ReLU(g_last)`` with ``g_last`` the
+  **last** noisy copy's gradient, and ``cam = ReLU(sum_k w_k A_last)`` with ``A_last`` the **last**
+  noisy copy's activations (torchcam's activation hook keeps the latest forward pass). The noise is
+  ``N(0, noise^2)`` added at the input of ``noise_module`` (torchcam adds it to the input of the model
+  it wraps). Tested against torchcam with the same noise draws (plugins/edf/tests/test_cam_torchcam.py).
+
 Layers are named as in ``model.named_modules()`` (``"layer4"``, ``"features.2.2"``);
 :func:`resolve_layer` picks a default when no name is given.
 """
@@ -25,6 +39,7 @@ Layers are named as in ``model.named_modules()`` (``"layer4"``, ``"features.2.2"
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Sequence
 
 import torch
@@ -36,6 +51,8 @@ from ddcore.errors import PluginError
 
 CamMethod = Literal["gradcam", "smooth_gradcampp"]
 CAM_METHODS: tuple[str, ...] = ("gradcam", "smooth_gradcampp")
+CamVariant = Literal["paper", "torchcam"]
+CAM_VARIANTS: tuple[str, ...] = ("paper", "torchcam")
 
 #: Guards the Grad-CAM++ denominator against underflow (as the method's reference implementations do).
 EPS = 1e-8
@@ -165,6 +182,51 @@ def gradcampp_maps(activations: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor
     return torch.relu((weights * activations).sum(dim=1))
 
 
+def gradcampp_maps_torchcam(
+    clean: torch.Tensor, last: torch.Tensor, g_last: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor
+) -> torch.Tensor:
+    """Smooth Grad-CAM++ at layer resolution in torchcam 0.5.0's order of operations (not normalised).
+
+    ``alpha = d2 / (2 d2 + sum_ab(d3 * clean) + EPS)``, ``w_k = sum_ij alpha * ReLU(g_last)``,
+    result ``ReLU(nansum_k w_k last_k)``: ``clean`` are the activations of the clean images, ``last`` and
+    ``g_last`` the activations and gradient of the last noisy copy, ``d2``/``d3`` the mean second/third
+    gradient powers over the copies.
+
+    Shape: every argument ``[N, K, h, w]`` -> ``[N, h, w]``.
+
+    >>> a = torch.tensor([[[[1.0, 1.0]]]])                       # one channel, two positions
+    >>> g = torch.tensor([[[[1.0, 0.0]]]])
+    >>> gradcampp_maps_torchcam(a, a, g, g**2, g**3)  # alpha = 1 / (2 + 1*1 + 0*1) at the first position
+    tensor([[[0.3333, 0.3333]]])
+    """
+    total = (d3 * clean).sum(dim=(2, 3), keepdim=True)  # [N, K, 1, 1]
+    alpha = d2 / (2 * d2 + total + EPS)
+    weights = (alpha * torch.relu(g_last)).sum(dim=(2, 3), keepdim=True)  # [N, K, 1, 1]
+    return torch.relu(torch.nansum(weights * last, dim=1))
+
+
+def normalize_low_res(maps: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """torchcam's per-map normalisation at layer resolution: ``(m - min) / (max(m - min) + eps)``.
+
+    A constant map becomes all zeros (no NaN). Shape: ``[N, h, w]`` -> ``[N, h, w]`` float32.
+
+    >>> normalize_low_res(torch.tensor([[[1.0, 3.0]], [[2.0, 2.0]]]))
+    tensor([[[0., 1.]],
+    <BLANKLINE>
+            [[0., 0.]]])
+    """
+    maps = maps.float()
+    maps = maps - maps.amin(dim=(1, 2), keepdim=True)
+    return maps / (maps.amax(dim=(1, 2), keepdim=True) + eps)
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling (``align_corners=False``) of ``maps [N, h, w]`` to ``[N, *size]``, nothing else."""
+    if tuple(maps.shape[1:]) == tuple(size):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
 def normalize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Upsample ``maps`` bilinearly to ``size`` and min-max normalise each to ``[0, 1]``.
 
@@ -203,32 +265,86 @@ def _target_gradients(logits: torch.Tensor, activations: torch.Tensor, targets: 
     return gradients
 
 
+@dataclass(frozen=True)
+class NoiseSource:
+    """Smooth Grad-CAM++'s noise for one chunk of ``B`` images: ``samples`` copies, and ``draw(shape)`` giving
+    the scaled noise ``[samples, B, *shape]`` for inputs of per-image shape ``shape`` (the images' own, or
+    the input of the module the noise is added at)."""
+
+    samples: int
+    draw: Callable[[tuple[int, ...]], torch.Tensor]
+
+    @classmethod
+    def of(cls, noise: "torch.Tensor | NoiseSource") -> "NoiseSource":
+        """``noise`` as it is, or a fixed tensor ``[S, B, C, H, W]`` (already scaled) wrapped."""
+        if isinstance(noise, NoiseSource):
+            return noise
+        return cls(noise.shape[0], lambda _shape: noise)
+
+
+@contextmanager
+def _noise_at(module: nn.Module, noise: NoiseSource, batch: int) -> Iterator[None]:
+    """Add ``noise`` to rows ``batch:`` of ``module``'s input (rows ``:batch`` are the clean images) during
+    one forward pass; the module must run exactly once."""
+    calls: list[int] = []
+
+    def hook(_module: nn.Module, args: tuple) -> tuple:
+        calls.append(1)
+        inputs = args[0]
+        draws = noise.draw(tuple(inputs.shape[1:])).to(device=inputs.device, dtype=inputs.dtype)
+        noisy = inputs[batch:] + draws.flatten(0, 1)
+        return (torch.cat([inputs[:batch], noisy]), *args[1:])
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+    if len(calls) != 1:
+        raise PluginError(f"the module the CAM noise is added at ({type(module).__name__}) ran {len(calls)} times in one pass")
+
+
 def _chunk_maps(
     model: nn.Module,
     layer: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
     method: CamMethod,
-    noise: torch.Tensor | None,
+    noise: "torch.Tensor | NoiseSource | None",
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    variant: CamVariant = "paper",
+    noise_module: nn.Module | None = None,
 ) -> torch.Tensor:
-    """Layer-resolution maps for one chunk. ``noise [S, B, C, H, W]`` (already scaled) for Smooth Grad-CAM++."""
+    """Layer-resolution maps ``[B, h, w]`` for one chunk, not normalised. Smooth Grad-CAM++ takes ``noise``:
+    a tensor ``[S, B, C, H, W]`` (already scaled) added to the images, or a :class:`NoiseSource`, added at
+    the input of ``noise_module`` when one is given."""
     x = images.detach().requires_grad_(True)  # so the layer's output has a graph even with frozen weights
-    if method == "gradcam":
+    if method == "gradcam":  # both variants weigh the same way; they differ in normalisation (grad_cam)
         if x.shape[0] == 1:  # never a one-row pass (grad_cam: batch-size independence)
             x, targets = x.expand(2, *x.shape[1:]), targets.expand(2)
         logits, activations = _layer_activations(model, layer, x, forward)
         maps = gradcam_maps(activations.detach(), _target_gradients(logits, activations, targets))
         return maps[: images.shape[0]]
     assert noise is not None
-    samples, batch = noise.shape[0], images.shape[0]
-    # One pass over the clean images and every noisy copy: [(S+1)*B, C, H, W].
-    stacked = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + noise]).flatten(0, 1)
-    logits, activations = _layer_activations(model, layer, stacked, forward)
+    source = NoiseSource.of(noise)
+    samples, batch = source.samples, images.shape[0]
+    # One pass over the clean images and every noisy copy: [(S+1)*B, C, H, W], copy-major.
+    if noise_module is None:
+        draws = source.draw(tuple(x.shape[1:])).to(device=x.device, dtype=x.dtype)
+        stacked = torch.cat([x.unsqueeze(0), x.unsqueeze(0) + draws]).flatten(0, 1)
+        logits, activations = _layer_activations(model, layer, stacked, forward)
+    else:
+        stacked = x.unsqueeze(0).expand(samples + 1, *x.shape).flatten(0, 1)
+        with _noise_at(noise_module, source, batch):
+            logits, activations = _layer_activations(model, layer, stacked, forward)
     noisy = slice(batch, None)
     gradients = _target_gradients(logits[noisy], activations, targets.repeat(samples))[noisy]
     gradients = gradients.unflatten(0, (samples, batch))  # [S, B, K, h, w]
     clean = activations[:batch].detach()
+    if variant == "torchcam":
+        last = activations[samples * batch :].detach()  # the last noisy copy's activations
+        return gradcampp_maps_torchcam(clean, last, gradients[-1], gradients.pow(2).mean(0), gradients.pow(3).mean(0))
     return gradcampp_maps(clean, gradients.mean(0), gradients.pow(2).mean(0), gradients.pow(3).mean(0))
 
 
@@ -244,6 +360,9 @@ def grad_cam(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     seeds: Sequence[int] | torch.Tensor | None = None,
+    variant: CamVariant = "paper",
+    noise_module: nn.Module | None = None,
+    noise_draws: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Class activation maps of ``images`` for their ``targets`` at ``layer``, normalised per image.
 
@@ -266,6 +385,16 @@ def grad_cam(
         seeds: ``[N]`` one seed per image (Smooth Grad-CAM++): image ``i``'s noise is
             :func:`item_noise` of ``seeds[i]``, drawn on the CPU chunk by chunk, so it depends neither on
             ``batch_size`` nor on which other images share the call (or the process).
+        variant: ``"paper"`` (the formulas of the module docstring) or ``"torchcam"`` (torchcam 0.5.0's
+            order of operations: normalise at layer resolution, then upsample; for Smooth Grad-CAM++ its
+            alpha and its last-copy gradient and activations; see the module docstring).
+        noise_module: a submodule of ``model`` (or ``model`` itself) at whose input Smooth Grad-CAM++'s
+            noise is added, e.g. the classifier inside a :class:`ddcore.adapt.Adapted` wrapper, whose input
+            is what torchcam adds its noise to; default ``None``: added to ``images``. It must run once per
+            forward pass (a :class:`~ddcore.PluginError` otherwise).
+        noise_draws: ``[samples, N, *shape]`` standard normal draws to use instead of ``seeds`` (scaled by
+            ``noise``; ``shape`` is the per-image shape of the images or of ``noise_module``'s input), for
+            comparing with a library that draws its own noise; ``samples`` is then its first dimension.
 
     The maps do not depend on ``batch_size``: each image's noise is its own, images never interact in
     eval mode, and a chunk of one image is padded to two rows (CPU convolutions take another kernel for
@@ -273,11 +402,15 @@ def grad_cam(
     batch size can still differ in the last bits.
 
     Returns:
-        ``[N, H, W]`` float32 on ``images.device``, detached: each map upsampled bilinearly to the
-        image size and min-max normalised to ``[0, 1]`` (all zeros where the map is constant).
+        ``[N, H, W]`` float32 on ``images.device``, detached. ``paper``: each map upsampled bilinearly
+        to the image size and min-max normalised to ``[0, 1]`` (all zeros where the map is constant).
+        ``torchcam``: each map normalised at layer resolution (:func:`normalize_low_res`), then upsampled
+        bilinearly (values within ``[0, 1]``, the extremes not necessarily reached).
     """
     if method not in CAM_METHODS:
         raise PluginError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    if variant not in CAM_VARIANTS:
+        raise PluginError(f"unknown CAM variant {variant!r}; choose one of {', '.join(CAM_VARIANTS)}")
     if images.ndim != 4:
         raise PluginError(f"grad_cam needs images [N, C, H, W], got shape {list(images.shape)}")
     if targets.shape != (images.shape[0],):
@@ -288,7 +421,11 @@ def grad_cam(
         layer = resolve_layer(model, layer)
     targets = targets.to(device=images.device, dtype=torch.long)
     count = images.shape[0]
-    if method == "smooth_gradcampp":
+    if noise_draws is not None:
+        if noise_draws.ndim < 2 or noise_draws.shape[1] != count:
+            raise PluginError(f"grad_cam needs noise_draws [samples, {count}, ...], got shape {list(noise_draws.shape)}")
+        samples = noise_draws.shape[0]
+    elif method == "smooth_gradcampp":
         if seeds is None:
             if generator is None:
                 generator = torch.Generator().manual_seed(0)
@@ -302,13 +439,28 @@ def grad_cam(
     with torch.enable_grad(), _eval_mode(model):
         for begin in range(0, count, step):
             chunk = images[begin : begin + step]
-            scaled = None
-            if method == "smooth_gradcampp":  # [S, b, C, H, W]: each image's own draws
-                assert seeds is not None
-                scaled = item_noise(seeds[begin : begin + step], samples, tuple(images.shape[1:]), images.dtype) * noise
-                scaled = scaled.to(chunk.device)
-            maps.append(_chunk_maps(model, layer, chunk, targets[begin : begin + step], method, scaled))
-    return normalize_maps(torch.cat(maps).detach(), tuple(images.shape[-2:]))
+            source = None
+            if method == "smooth_gradcampp":  # [S, b, *shape]: each image's own draws
+                source = _noise_source(seeds, noise_draws, begin, len(chunk), samples, noise, images.dtype)
+            maps.append(_chunk_maps(model, layer, chunk, targets[begin : begin + step], method, source,
+                                    variant=variant, noise_module=noise_module))  # fmt: skip
+    size = tuple(images.shape[-2:])
+    if variant == "torchcam":
+        return resize_maps(normalize_low_res(torch.cat(maps).detach()), size)
+    return normalize_maps(torch.cat(maps).detach(), size)
+
+
+def _noise_source(
+    seeds: Sequence[int] | None, draws: torch.Tensor | None, begin: int, count: int, samples: int, noise: float,
+    dtype: torch.dtype,
+) -> NoiseSource:
+    """The scaled noise of images ``begin:begin+count``: slices of ``draws``, or each image's :func:`item_noise`."""
+    if draws is not None:
+        chunk = draws[:, begin : begin + count]
+        return NoiseSource(samples, lambda _shape: chunk * noise)
+    assert seeds is not None
+    chosen = seeds[begin : begin + count]
+    return NoiseSource(samples, lambda shape: item_noise(chosen, samples, shape, dtype) * noise)
 
 
 def item_noise(seeds: Sequence[int], samples: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -337,6 +489,8 @@ def cam_chunk_size(
     *,
     method: CamMethod = "gradcam",
     samples: int = 4,
+    variant: CamVariant = "paper",
+    noise_module: nn.Module | None = None,
 ) -> int:
     """The largest chunk (``batch_size`` of :func:`grad_cam`) whose projected extra memory stays within
     ``budget_bytes``, between 1 and ``num_images``.
@@ -348,7 +502,7 @@ def cam_chunk_size(
     included; the cost is linear in the chunk size.
 
     Args:
-        model, layer, method, samples: as for :func:`grad_cam`.
+        model, layer, method, samples, variant, noise_module: as for :func:`grad_cam`.
         image_shape: ``(C, H, W)`` of the images.
         num_images: ``N``, the images of one refresh (the chunk never exceeds it).
         budget_bytes: the memory one chunk may take (bytes), e.g. one matching step's projected peak.
@@ -371,8 +525,10 @@ def cam_chunk_size(
         targets = torch.zeros(batch, dtype=torch.long, device=meta)
 
         def chunk() -> None:
-            scaled = torch.empty(samples, *images.shape, device=meta) if method == "smooth_gradcampp" else None
-            _chunk_maps(model, layer, images, targets, method, scaled, forward)
+            scaled = None
+            if method == "smooth_gradcampp":
+                scaled = NoiseSource(samples, lambda shape: torch.empty(samples, batch, *shape, device=meta))
+            _chunk_maps(model, layer, images, targets, method, scaled, forward, variant=variant, noise_module=noise_module)
 
         with torch.enable_grad(), _eval_mode(model):
             return peak_live_bytes(chunk)

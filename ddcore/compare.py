@@ -15,7 +15,7 @@ whose settings differ form separate groups, labelled with the keys that differ
 is not a difference. A *family* is the groups of one dataset, IPC and protocol; groups are compared
 only within their family.
 
-Statistics. A group's ``acc_mean``/``acc_std`` are the mean and population std over all its networks
+Statistics. A group's ``acc_mean``/``acc_std`` are the mean and population std over all its networks (no std, ``None``, for one network)
 (pooled over its runs, as a run's own ``eval/acc_std``); ``seed_std`` is the sample std of its runs' means
 (the seed-to-seed spread, with two runs or more). Each group is compared with its family's *baseline*
 (``baseline=`` a group label; by default the group of method ``none``, the selected real images, when the
@@ -117,17 +117,18 @@ class Group:
         return [value for run in self.runs for value in run.acc]
 
     def stats(self) -> dict[str, Any]:
-        """``acc_mean``/``acc_std`` (pooled networks, population std), ``seed_std`` (sample std of run means,
-        ``None`` for one run), ``initial_acc_mean``/``initial_acc_std`` (``None`` unless every run has them)."""
+        """``acc_mean``/``acc_std`` (pooled networks, population std; ``None`` for a single network, whose spread
+        is unknown rather than 0), ``seed_std`` (sample std of run means, ``None`` for one run),
+        ``initial_acc_mean``/``initial_acc_std`` (``None`` unless every run has them; the std ``None`` for one)."""
         pooled = self.networks
         means = [run.acc_mean for run in self.runs]
         initial = [v for run in self.runs for v in run.initial or ()] if all(r.initial for r in self.runs) else []
         return {
             "acc_mean": statistics.fmean(pooled),
-            "acc_std": statistics.pstdev(pooled),
+            "acc_std": statistics.pstdev(pooled) if len(pooled) > 1 else None,
             "seed_std": statistics.stdev(means) if len(means) > 1 else None,
             "initial_acc_mean": statistics.fmean(initial) if initial else None,
-            "initial_acc_std": statistics.pstdev(initial) if initial else None,
+            "initial_acc_std": statistics.pstdev(initial) if len(initial) > 1 else None,
         }
 
 
@@ -253,13 +254,21 @@ def _accuracies(metrics: dict[str, Any], key: str) -> tuple[float, ...] | None:
 
 
 def method_of(manifest: dict[str, Any]) -> str:
-    """``distill`` plus the active non-built-in plugins, in activation order.
+    """``distill`` plus the active non-built-in plugins, in activation order; a set evaluated with
+    ``dd eval --distilled PATH`` (``records["external"]``) is ``external:<name of PATH>``, never the
+    selection-only ``none`` it would otherwise look like (its content hash is one of its settings,
+    :func:`settings_of`, so two different sets under one name are two groups).
 
     >>> method_of({"config": {"distill": "tm"}, "plugins": [{"name": "eval", "source": "builtin"}, {"name": "edf", "source": "entry-point"}]})
     'tm+edf'
     >>> method_of({"config": {"distill": "none"}, "plugins": []})
     'none'
+    >>> method_of({"config": {"distill": "none"}, "plugins": [], "records": {"external": {"path": "datm/cifar10-ipc10"}}})
+    'external:cifar10-ipc10'
     """
+    external = (manifest.get("records") or {}).get("external")
+    if isinstance(external, dict):
+        return f"external:{Path(str(external.get('path') or '?')).name}"
     distill = str((manifest.get("config") or {}).get("distill") or "none")
     plugins = [str(p.get("name")) for p in manifest.get("plugins") or [] if isinstance(p, dict) and p.get("source") != "builtin"]
     return "+".join([distill, *plugins])
@@ -267,7 +276,10 @@ def method_of(manifest: dict[str, Any]) -> str:
 
 def settings_of(manifest: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """The fingerprint keys that shape the set besides dataset, IPC, method and seed, as ``(key, JSON)`` pairs."""
-    fingerprint = manifest.get("fingerprint") or {}
+    fingerprint = dict(manifest.get("fingerprint") or {})
+    external = (manifest.get("records") or {}).get("external")
+    if isinstance(external, dict):  # an evaluated external set: which set it was (content, 12 hex digits)
+        fingerprint["external.content"] = str(external.get("content_sha256") or "?")[:12]
     return tuple(
         (key, json.dumps(value, sort_keys=True))
         for key, value in sorted(fingerprint.items())

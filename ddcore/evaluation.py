@@ -59,18 +59,33 @@ def shard_repeats(ctx: "RunContext", jobs: int | Sequence[Any], fn: Callable[[An
     return [value for _, value in sorted(results, key=lambda row: row[0])]
 
 
+def spread(values: Sequence[float]) -> float | None:
+    """The population std of ``values``; ``None`` for a single value (its spread is unknown, not 0).
+
+    >>> spread([90.0, 92.0]), spread([50.0])
+    (1.0, None)
+    """
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("spread: no values")
+    return statistics.pstdev(values) if len(values) > 1 else None
+
+
 def summarise(values: Sequence[float], prefix: str = "acc") -> dict[str, Any]:
-    """``{prefix}_mean``, ``{prefix}_std`` (the population std, 0 for one value) and ``{prefix}_runs``.
+    """``{prefix}_mean``, ``{prefix}_std`` (the population std; left out for one value, whose spread is
+    unknown: :func:`spread`) and ``{prefix}_runs``.
 
     >>> summarise([90.0, 92.0])
     {'acc_mean': 91.0, 'acc_std': 1.0, 'acc_runs': [90.0, 92.0]}
-    >>> summarise([50.0], prefix="kd_acc")["kd_acc_std"]
-    0.0
+    >>> summarise([50.0], prefix="kd_acc")
+    {'kd_acc_mean': 50.0, 'kd_acc_runs': [50.0]}
     """
     values = [float(v) for v in values]
     if not values:
         raise ValueError("summarise: no values")
-    return {f"{prefix}_mean": statistics.fmean(values), f"{prefix}_std": statistics.pstdev(values), f"{prefix}_runs": values}
+    std = spread(values)
+    return {f"{prefix}_mean": statistics.fmean(values), **({f"{prefix}_std": std} if std is not None else {}),
+            f"{prefix}_runs": values}  # fmt: skip
 
 
 #: Two-sided 95% critical values of Student's t (the 0.975 quantile) for 1-30 degrees of freedom, then
@@ -115,7 +130,7 @@ def t_interval_95(values: Sequence[float]) -> tuple[float, float, float] | None:
 
 def paired_difference(after: Sequence[float], before: Sequence[float]) -> dict[str, Any]:
     """The paired difference ``after[r] - before[r]`` (accuracy points) summarised: ``mean``, ``std``
-    (sample std, 0 for one pair), ``ci95_low``/``ci95_high`` (:func:`t_interval_95`; absent for one
+    (sample std; absent for one pair), ``ci95_low``/``ci95_high`` (:func:`t_interval_95`; absent for one
     pair) and ``runs`` (the differences). Pair ``r`` must share everything but what is compared (seeds).
 
     Raises ``ValueError`` when the two lists differ in length or are empty.
@@ -126,7 +141,9 @@ def paired_difference(after: Sequence[float], before: Sequence[float]) -> dict[s
     if len(after) != len(before) or not after:
         raise ValueError(f"paired_difference: {len(after)} and {len(before)} values cannot be paired")
     diffs = [float(a) - float(b) for a, b in zip(after, before)]
-    result: dict[str, Any] = {"mean": statistics.fmean(diffs), "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0}
+    result: dict[str, Any] = {"mean": statistics.fmean(diffs)}
+    if len(diffs) > 1:
+        result["std"] = statistics.stdev(diffs)
     interval = t_interval_95(diffs)
     if interval is not None:
         result["ci95_low"], result["ci95_high"] = interval[1], interval[2]

@@ -10,13 +10,15 @@ Formats (``--format``):
 * ``imagefolder``: one PNG per image under ``<class name>/`` (or DD-Ranking's ``<class index:05d>/`` with
   ``class_folders="index"``), named ``<position in its class:05d>.png``, de-normalised with the set's own
   mean/std (:func:`ddcore.data.base.denormalize`), clipped to [0, 1] and rounded to 8 bits; how many pixel
-  values were clipped is counted (``meta.json["clipped"]``). A soft-labelled set's folders hold the argmax
-  class; its logits are kept in ``labels.pt`` (one row per PNG, in the order the PNGs are listed: class
-  folders by label, files by name).
+  values were clipped is counted (``meta.json["clipped"]``). Every class gets its folder, also one left
+  without an image (so that folder ``k`` is class ``k`` for readers that number the folders they find;
+  ``meta.json["empty_folders"]`` lists them). A soft-labelled set's folders hold the argmax class; its
+  logits are kept in ``labels.pt``, one row per PNG in the order ``meta.json["labels_rows"]`` lists them
+  (class by class in label order, files by name). The learned lr is in ``meta.json["lr"]`` (no ``lr.pt``).
 * ``ddranking``: ``pt`` plus ``ddranking.yaml``, a DD-Ranking evaluation config with the protocol nearest to
   the run's (:func:`ddranking_config`); what differs is listed in ``meta.json["ddranking"]["differences"]``.
 
-Always ``meta.json`` (:data:`EXPORT_FORMAT`): the source run, dataset, class names (label order), the mean/std
+Always ``meta.json`` (:data:`EXPORT_FORMAT`): the source run and its status, dataset, class names (label order), the mean/std
 of the exported tensors, the image shape, the label kind, the learned lr, the evaluation protocol the run
 recorded and ddcore's accuracies (the run's ``metrics.json`` and every ``eval-*.json``).
 
@@ -117,10 +119,13 @@ def check_export_dir(out: Path, overwrite: bool) -> None:
     """Refuse an ``--out`` that export may not write, without writing anything (one-line :class:`DDError`).
 
     Allowed: a path that does not exist, an empty folder, or (``overwrite``) a folder holding an earlier
-    export (a ``meta.json`` with ``ddcore_export``). Refused: a file, any other non-empty folder.
+    export (a ``meta.json`` with ``ddcore_export``). Refused: a file, a path under a file, any other non-empty folder.
     """
     if out.exists() and not out.is_dir():
         raise DDError(f"--out {out} is a file, not a folder")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise DDError(f"--out {out}: {blocking} is a file, not a folder; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
@@ -168,10 +173,11 @@ def write_pngs(folder: Path, images01: torch.Tensor, labels: torch.Tensor, folde
     pixels = (images01.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     written: list[tuple[int, str]] = []
     counts = [0] * len(folders)
+    for name in folders:  # every class, also one without an image: folder k stays class k
+        (folder / name).mkdir(exist_ok=True)
     for i, label in enumerate(labels.tolist()):
         name = f"{folders[label]}/{counts[label]:05d}.png"
         counts[label] += 1
-        (folder / folders[label]).mkdir(exist_ok=True)
         array = pixels[i]
         image = Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
         image.save(folder / name, format="PNG")
@@ -280,6 +286,7 @@ def export_run(
         "dataset_mean": [float(v) for v in distilled.mean],
         "dataset_std": [float(v) for v in distilled.std],
         "seed": manifest.get("seed"),
+        "run_status": manifest.get("status"),  # a run still evaluating (or failed there) has a set but no accuracies yet
         "distill": (manifest.get("config") or {}).get("distill"),
         "eval_protocol": {
             "resolved": (manifest.get("records") or {}).get("eval"),
@@ -304,10 +311,12 @@ def export_run(
         if fmt == "imagefolder":
             names, order = write_pngs(folder, images01, distilled.hard_labels().cpu(), folders)
             files += names
+            meta["empty_folders"] = [name for name in folders if not any(n.startswith(f"{name}/") for n in names)]
             if distilled.soft:
                 torch.save(labels[order].float().contiguous(), folder / LABELS_FILE)
                 files.append(LABELS_FILE)
-                meta["labels_file"] = f"{LABELS_FILE}: the soft labels (logits), one row per PNG in sorted folder/file order"
+                meta["labels_file"] = f"{LABELS_FILE}: the soft labels (logits), one row per PNG in the order of labels_rows"
+                meta["labels_rows"] = names
         else:
             exported = distilled.images.detach().float().cpu()
             if rgb or mean is not None:  # else the saved tensors, bit for bit

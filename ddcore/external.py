@@ -9,15 +9,19 @@ What :func:`read_external` accepts at ``PATH``:
   names and the normalisation of the tensors.
 * **a ddcore run directory** (its ``distilled.pt``).
 * **one ``.pt`` file** holding a dict with ``images`` and ``labels`` (aliases ``image_syn``/``label_syn``,
-  ``x``/``y``) and optionally ``lr`` (``syn_lr``); a tuple/list ``(images, labels[, lr])``; a DC/DSA-style
+  ``image``/``label``, ``x``/``y``) and optionally ``lr`` (``syn_lr``); a tuple/list ``(images, labels[, lr])``; a DC/DSA-style
   ``{"data": [[images, labels]]}`` with one experiment; or a ddcore ``distilled.pt``.
 * **an ImageFolder of images** (RDED/SRe2L style): ``PATH/<class>/<image>``, class folders named by class
   name (matched to the dataset's names, in any order) or by index (``00000``, ``00001``, ...: the dataset's
   label order); files as :mod:`ddcore.data.imagefolder` lists them (same suffixes, hidden names skipped),
-  decoded by :func:`ddcore.data.decode.decode_image`. Labels are hard (the folder).
+  decoded by :func:`ddcore.data.decode.decode_image`. Labels are hard (the folder), except in a ``dd export
+  --format imagefolder`` folder of a soft-labelled set, whose ``labels.pt`` logits are read with its
+  ``meta.json`` (which also maps the folders to the class names). A class folder without an image is refused
+  (a hard-labelled set needs every class).
 
 Tensor files are read with ``torch.load(weights_only=True)`` (no code in a pickle runs). Images are
-``[N, C, H, W]``; labels hard ``[N]`` (integers, any dtype) or soft ``[N, K]`` logits.
+``[N, C, H, W]``; labels hard ``[N]`` (integers, any dtype) or soft ``[N, K]`` logits (rows that are probabilities,
+in [0, 1] summing to 1, are refused: softmax would flatten them).
 
 Normalisation (recorded in the run's manifest as ``records["external"]`` and printed by ``dd eval``):
 tensors are taken as already normalised with the dataset's mean/std (what MTT/DATM save), unless ``meta.json``
@@ -51,8 +55,8 @@ TENSOR_FILES: dict[str, tuple[str, ...]] = {
 }
 #: Keys of a single ``.pt`` dict, first found wins.
 DICT_KEYS: dict[str, tuple[str, ...]] = {
-    "images": ("images", "image_syn", "x"),
-    "labels": ("labels", "label_syn", "y"),
+    "images": ("images", "image_syn", "image", "x"),
+    "labels": ("labels", "label_syn", "label", "y"),
     "lr": ("lr", "syn_lr"),
 }
 #: ``--input-range``: what the values of a tensor set are.
@@ -140,6 +144,9 @@ def read_external(path: str | os.PathLike, input_range: str | None = None) -> Ex
             raise _error(path, f"its {found.source.get('meta') or 'file'} records the normalisation of the tensors, "
                                f"so --input-range {input_range} contradicts it", "drop --input-range")  # fmt: skip
         found.pixel_range = input_range
+    if input_range == "normalized" and isinstance(found.images, torch.Tensor) and found.images.dtype == torch.uint8:
+        raise _error(path, "--input-range normalized, but the images are uint8, which can only be pixel values 0..255",
+                     "drop --input-range (uint8 is read as 255) or pass --input-range 255")  # fmt: skip
     _check_shapes(path, found)
     return found
 
@@ -164,6 +171,8 @@ def _tensor(path: Path, value: Any, what: str) -> torch.Tensor:
 def _lr_value(path: Path, value: Any) -> float | None:
     if value is None:
         return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # a plain number: no float32 rounding
+        value = torch.tensor(float(value), dtype=torch.float64)
     tensor = _tensor(path, value, "the learned lr")
     if tensor.numel() != 1:
         raise _error(path, f"the learned lr holds {tensor.numel()} values, expected one")
@@ -283,6 +292,8 @@ def _read_image_folder(folder: Path) -> ExternalSet:
     found = ExternalSet(images=images, labels=labels, pixel_range="01")
     found.source = {"layout": "imagefolder", "path": str(folder), "class_folders": "index" if by_index else "names",
                     "folders": classes, "files": len(files)}  # fmt: skip
+    if _apply_imagefolder_meta(folder, found, classes, [file for _, file in files]):
+        return found
     if by_index:  # 00000, 00001, ...: the folder is the label; gaps are refused by the class-count check
         folder_labels = [int(name) for name in classes]
         found.labels = torch.tensor(folder_labels, dtype=torch.long)[labels]
@@ -290,6 +301,57 @@ def _read_image_folder(folder: Path) -> ExternalSet:
     else:
         found.class_names = classes
     return found
+
+
+def _apply_imagefolder_meta(folder: Path, found: ExternalSet, classes: list[str], files: list[Path]) -> bool:
+    """A ``dd export --format imagefolder`` folder: labels from its ``meta.json`` (folder -> class, in the
+    export's class order) and, for a soft-labelled set, the logits of its ``labels.pt`` (one row per PNG, in
+    ``meta["labels_rows"]`` order, else the export's order: class by class, files by name), and the learned lr
+    (``meta["lr"]``), and whether its PNGs repeat a grey channel (``--rgb``). Returns whether
+    ``folder`` was such an export (other folders, and other ``meta.json`` files, are left to the caller)."""
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _error(meta_path, f"not readable JSON ({type(exc).__name__})", "fix or remove it") from None
+    if not (isinstance(meta, dict) and "ddcore_export" in meta and meta.get("format") == "imagefolder"):
+        return False
+    folders, names = meta.get("folders"), meta.get("class_names")
+    if not (isinstance(folders, list) and isinstance(names, list) and len(folders) == len(names)):
+        raise _error(meta_path, "a dd export meta.json without matching 'folders' and 'class_names'", "fix or remove it")
+    stray = [name for name in classes if name not in folders]
+    if stray:
+        raise _error(folder, f"class folder {stray[0]!r} is not one of the export's ({meta_path.name} lists "
+                             f"{', '.join(map(str, folders[:5]))}{', ...' if len(folders) > 5 else ''})",
+                     "remove it, or remove meta.json to read the folders as they are")  # fmt: skip
+    index = {str(name): k for k, name in enumerate(folders)}
+    labels = torch.tensor([index[file.parent.name] for file in files], dtype=torch.long)
+    found.labels = labels
+    found.class_names = [str(c) for c in names]
+    found.source.update({"meta": meta_path.name, "folders": [str(f) for f in folders], "class_folders": meta.get("class_folders")})
+    found.lr = _lr_value(meta_path, meta.get("lr"))  # the learned lr: an imagefolder export keeps it in meta.json
+    found.rgb_from_grey = bool(meta.get("rgb_from_grey"))  # dd export --rgb: three copies of one grey channel
+    if meta.get("labels") == "soft":
+        labels_path = folder / "labels.pt"
+        if not labels_path.is_file():
+            raise _error(folder, f"{meta_path.name} says the set has soft labels, but labels.pt is missing",
+                         "restore labels.pt from the export")  # fmt: skip
+        logits = _tensor(labels_path, _load(labels_path), "the labels")
+        relative = [f"{file.parent.name}/{file.name}" for file in files]
+        rows = meta.get("labels_rows")
+        if not isinstance(rows, list):  # the export's own order: class by class, files by name
+            rows = sorted(relative, key=lambda r: (index[r.split("/")[0]], r))
+        where = {str(r): k for k, r in enumerate(rows)}
+        missing = [r for r in relative if r not in where]
+        if missing or logits.ndim != 2 or logits.shape[0] != len(rows):
+            problem = (f"image {missing[0]} has no row in labels.pt" if missing
+                       else f"labels.pt is {tuple(logits.shape)}, expected [{len(rows)}, K] (one row per exported PNG)")
+            raise _error(folder, problem, "restore the export's PNGs and labels.pt together")
+        found.labels = logits[torch.tensor([where[r] for r in relative], dtype=torch.long)]
+        found.source["labels_file"] = labels_path.name
+    return True
 
 
 def _check_shapes(path: Path, found: ExternalSet) -> None:
@@ -321,6 +383,10 @@ def _check_shapes(path: Path, found: ExternalSet) -> None:
         labels = labels.float()
         if not torch.isfinite(labels).all():
             raise _error(path, "soft labels hold NaN or infinite values")
+        if labels.numel() and float(labels.min()) >= 0.0 and torch.allclose(labels.sum(dim=1), torch.ones(len(labels)), atol=1e-4):
+            # softmax of probabilities is a much flatter target than the probabilities: never train on that silently
+            raise _error(path, "soft labels [N, K] are probabilities (each row in [0, 1], summing to 1), but they are "
+                               "taken as logits (softmax is applied)", "save their log, torch.log(p.clamp_min(1e-8))")  # fmt: skip
     found.labels = labels
 
 
@@ -346,10 +412,27 @@ def to_distilled(found: ExternalSet, dataset: Any, *, labels_mode: str = "auto",
     path = Path(found.source.get("path", "?"))
     where = f"{PATH_OPTION} {path}"
     k = found.num_classes()
+    index_labels = found.source.get("index_labels")
+    if index_labels is not None and max(index_labels) >= dataset.num_classes:
+        raise ConfigError(f"{where}: class folder {max(index_labels):05d} is label {max(index_labels)}, but dataset "
+                          f"{dataset.name!r} has {dataset.num_classes} classes ({0:05d}..{dataset.num_classes - 1:05d}); "
+                          "rename the folders, or pass the --dataset the set was made for")  # fmt: skip
     if k != dataset.num_classes:
-        names = " (its class folders)" if found.source.get("layout") == "imagefolder" else ""
-        raise ConfigError(f"{where} has {k} classes{names}, dataset {dataset.name!r} has {dataset.num_classes}; "
+        if found.source.get("layout") == "imagefolder":
+            counted = f"{k} classes (its class folders)"
+        elif found.class_names is None and not found.soft:
+            counted = f"{k} class{'es' if k != 1 else ''} (hard labels up to {k - 1})"
+        else:
+            counted = f"{k} classes"
+        raise ConfigError(f"{where} has {counted}, dataset {dataset.name!r} has {dataset.num_classes}; "
                           "pass the --dataset (and --data-root) the set was made for")  # fmt: skip
+    if not found.soft:
+        empty = next((c for c, n in enumerate(found.per_class()) if n == 0), None)
+        if empty is not None:
+            folders = found.source.get("folders") if found.source.get("layout") == "imagefolder" else None
+            what = f"class folder {folders[empty]!r}" if folders else f"class {empty}"
+            raise ConfigError(f"{where}: {what} has no image; a hard-labelled set needs every class of dataset "
+                              f"{dataset.name!r} (add its images, or pass the --dataset the set was made for)")  # fmt: skip
     channels, height, width = (int(v) for v in dataset.image_shape)
     c, h, w = (int(v) for v in found.images.shape[1:])
     from_grey = found.rgb_from_grey and c == 3 and channels == 1

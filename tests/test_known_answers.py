@@ -94,7 +94,7 @@ def test_evaluator_and_both_baselines_score_the_known_answer(run_tiny, kind):
     expected = KA_RIGHT_ANSWER[kind]
     for evaluation, prefix in KINDS_OF_EVALUATION.items():
         assert result.metrics[f"eval/{prefix}_runs"] == [expected], evaluation
-        assert result.metrics[f"eval/{prefix}_mean"] == expected and result.metrics[f"eval/{prefix}_std"] == 0.0
+        assert result.metrics[f"eval/{prefix}_mean"] == expected and f"eval/{prefix}_std" not in result.metrics  # one network: no std
     assert result.distilled.meta["selected_by"] == "random-real" and result.distilled.images.shape == (4, 1, 16, 16)
 
 

@@ -69,7 +69,8 @@ def test_distillers_declare_their_label_kind(tmp_path):
 
 def test_an_image_size_the_network_cannot_take_is_refused_before_any_work(tmp_path, cli):
     out = tmp_path / "run"
-    assert_cli_error(cli(*run_args(tmp_path, out, "--image-size", "28", *TM)), "--image-size", "28 px", "divisible by 8")
+    too_small = run_args(tmp_path, out, "--image-size", "16", "--set", "eval.depth=5", *TM)  # 5 poolings: 16 -> 0 px
+    assert_cli_error(cli(*too_small), "--image-size", "16 px", "at least 32 px")
     assert not out.exists() and not (tmp_path / "cache").exists()
 
 

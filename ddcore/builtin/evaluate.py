@@ -24,7 +24,8 @@ A network whose training diverges (NaN or infinite loss or weights: an lr or wei
 the evaluation with one line naming the options to lower (:func:`divergence_advice`), never a result.
 
 Accuracy is in percent on the real test split, measured once at the end; std is the population std over
-repeats. When the run carved a validation split (:mod:`ddcore.data.split`), every row also reports
+repeats, left out for a single repeat (its spread is unknown, not 0: :func:`ddcore.evaluation.spread`).
+When the run carved a validation split (:mod:`ddcore.data.split`), every row also reports
 ``*val_acc*`` of the same networks on it (``val_acc_*``, ``initial_val_acc_*``, ...): what a script may
 choose on. ``acc_runs_process`` tells which process ran each repeat.
 """
@@ -41,7 +42,7 @@ from ddcore.builtin.selection import random_per_class
 from ddcore.distilled import DistilledSet
 from ddcore.ensemble import EnsemblePlan, Member, ensemble_accuracy, loop_reason, train_ensemble, unbatchable_reason
 from ddcore.errors import ConfigError, PluginError
-from ddcore.evaluation import paired_difference
+from ddcore.evaluation import paired_difference, spread
 from ddcore.hookspecs import hookimpl
 from ddcore.models import build_model
 from ddcore.presets import ResolvedEval, resolve_eval
@@ -248,14 +249,16 @@ def dd_evaluate(ctx, distilled):
             continue
         accuracies = [row[2]["test"] for row in rows]
         metrics[f"{prefix}_mean"] = statistics.fmean(accuracies)
-        metrics[f"{prefix}_std"] = statistics.pstdev(accuracies)
+        if len(accuracies) > 1:  # one network: no std (not 0)
+            metrics[f"{prefix}_std"] = spread(accuracies)
         metrics[f"{prefix}_runs"] = accuracies
         metrics[f"{prefix}_runs_process"] = [row[3] for row in rows]
         if "val" in splits:
             val_prefix = prefix.replace("acc", "val_acc")
             val = [row[2]["val"] for row in rows]
             metrics[f"{val_prefix}_mean"] = statistics.fmean(val)
-            metrics[f"{val_prefix}_std"] = statistics.pstdev(val)
+            if len(val) > 1:
+                metrics[f"{val_prefix}_std"] = spread(val)
             metrics[f"{val_prefix}_runs"] = val
     if initial is not None:
         gain = paired_difference(metrics["acc_runs"], metrics["initial_acc_runs"])  # type: ignore[arg-type]

@@ -35,7 +35,6 @@ this plugin does not do): ``eval.labels = "hard"`` scores it with hard labels.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 from typing import Any
 
 import torch
@@ -162,7 +161,11 @@ def own_label_kind(settings: ResolvedEval, distilled) -> str:
 
 
 def _mean_std(values: list[float], prefix: str) -> dict[str, Any]:
-    return {f"{prefix}_mean": statistics.fmean(values), f"{prefix}_std": statistics.pstdev(values), f"{prefix}_runs": list(values)}
+    return summarise(values, prefix=prefix)  # no std for one network
+
+
+def _plus_minus(std: float | None) -> str:
+    return "(one network: no std)" if std is None else f"± {std:.4f}"
 
 
 @hookimpl
@@ -197,7 +200,8 @@ def dd_evaluate(ctx, distilled):
     networks = sum(len(candidates) if searches(settings, distilled, rows[name], candidates) else 1 for name, _ in jobs)
     results = shard_repeats(
         ctx, jobs, lambda job: measure(ctx, settings, distilled, job[0], rows[job[0]], job[1], candidates),
-        title=f"robustness scores ({networks} networks)",
+        title=f"robustness scores ({networks} networks)" if networks == len(jobs) else
+              f"robustness scores ({len(jobs)} jobs, {networks} networks with the lr search)",
     )
     by_job = dict(zip(jobs, results))
     metrics: dict[str, Any] = {}
@@ -223,7 +227,7 @@ def dd_evaluate(ctx, distilled):
             metrics.update(_mean_std(parts[key], key))
         metrics["lrs_weight"] = config.lrs_weight
         lines.append(
-            f"LRS = {metrics['lrs_mean']:.4f} ± {metrics['lrs_std']:.4f} (w = {config.lrs_weight:g}; "
+            f"LRS = {metrics['lrs_mean']:.4f} {_plus_minus(metrics.get('lrs_std'))} (w = {config.lrs_weight:g}; "
             f"HLR = {metrics['hlr_mean']:+.4f}, IOR = {metrics['ior_mean']:+.4f})"
         )
     if "ars" in config.scores:
@@ -232,7 +236,7 @@ def dd_evaluate(ctx, distilled):
             metrics.update(_mean_std(parts[key], key))
         metrics["ars_weight"] = config.ars_weight
         lines.append(
-            f"ARS = {metrics['ars_mean']:.4f} ± {metrics['ars_std']:.4f} (gamma = {config.ars_weight:g}; "
+            f"ARS = {metrics['ars_mean']:.4f} {_plus_minus(metrics.get('ars_std'))} (gamma = {config.ars_weight:g}; "
             f"gain with {with_augment} = {metrics['aug_gain_mean']:+.4f}, without = {metrics['naug_gain_mean']:+.4f})"
         )
     ctx.record(NAME, {

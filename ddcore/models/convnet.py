@@ -2,7 +2,9 @@
 
 ``depth`` blocks of conv3x3 (padding 1) -> norm -> ReLU -> 2x2 average pooling, then one linear
 classifier on the flattened features. Instance norm is a per-channel GroupNorm with affine
-parameters, as in the literature's reference implementations.
+parameters, as in the literature's reference implementations. Each pooling floors an odd side (28 -> 14 ->
+7 -> 3 at depth 3, the classifier then takes ``width * 3 * 3`` features), as DC/MTT's ConvNet computes its
+feature shape; sides divisible by ``2**depth`` keep the shapes they always had.
 """
 
 from __future__ import annotations
@@ -25,13 +27,28 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
 
 
+def pooled_side(image_size: int, depth: int) -> int:
+    """The side after ``depth`` 2x2 poolings of stride 2, each flooring (``nn.AvgPool2d``): ``image_size >> depth``.
+
+    0 means the network cannot take the size (:func:`ddcore.models.build_model` refuses it).
+
+    >>> pooled_side(32, 3), pooled_side(28, 3), pooled_side(7, 3)
+    (4, 3, 0)
+    """
+    side = int(image_size)
+    for _ in range(depth):
+        side //= 2
+    return side
+
+
 class ConvNet(nn.Module):
     """ConvNet-D{depth}-W{width}.
 
     Args:
         num_classes: output logits.
         in_channels: image channels ``C``.
-        image_size: input side ``H == W``; must be divisible by ``2**depth``.
+        image_size: input side ``H == W``; at least ``2**depth`` (each 2x2 pooling floors the side, see
+            :func:`pooled_side`); otherwise ``ValueError``.
         width: channels of every conv layer (128 in the literature).
         depth: number of conv blocks (3 for 32 px, 4 for 64 px, 5 for 128 px).
         norm: ``instancenorm`` (default), ``batchnorm``, ``layernorm`` or ``none``.
@@ -60,8 +77,9 @@ class ConvNet(nn.Module):
         super().__init__()
         if depth < 1:
             raise ValueError("depth must be at least 1")
-        if image_size % (2**depth):
-            raise ValueError(f"image_size {image_size} is not divisible by 2**depth = {2**depth}")
+        side = pooled_side(image_size, depth)
+        if side < 1:
+            raise ValueError(f"image_size {image_size} is smaller than 2**depth = {2**depth}: a pooling would leave 0 px")
         blocks = []
         channels = in_channels
         for _ in range(depth):
@@ -75,7 +93,6 @@ class ConvNet(nn.Module):
             )
             channels = width
         self.features = nn.Sequential(*blocks)
-        side = image_size // (2**depth)
         self.feature_dim = width * side * side
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 

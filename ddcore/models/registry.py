@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ddcore.errors import ConfigError
-from ddcore.models.convnet import NORMS, ConvNet
+from ddcore.models.convnet import NORMS, ConvNet, pooled_side
 from ddcore.models.resnet import resnet18
 
 #: Names accepted by :func:`build_model`. ``convnet`` takes its depth from ``ModelSpec.depth``.
@@ -43,8 +43,9 @@ def build_model(spec: ModelSpec | str, num_classes: int, in_channels: int, image
     if spec.norm not in NORMS:
         raise ConfigError(f"unknown norm {spec.norm!r}; choose one of {', '.join(NORMS)}")
     depth = spec.resolved_depth()
-    if image_size % (2**depth):
+    if pooled_side(image_size, depth) < 1:
         raise ConfigError(
-            f"model {spec.name} (depth {depth}) needs an image size divisible by {2**depth}, got {image_size}"
+            f"model {spec.name} (depth {depth}) needs an image size of at least {2**depth} px ({depth} poolings "
+            f"halve the side, flooring), got {image_size}"
         )
     return ConvNet(num_classes, in_channels, image_size, width=spec.width, depth=depth, norm=spec.norm)

@@ -64,7 +64,8 @@ def draw_chart(report: dict[str, list[ReportRow]], path: str | Path) -> None:
                 x0 = left + offset
                 draw.rectangle([x0, y(mean), x0 + BAR_W, base], fill=colour)
                 mid = x0 + BAR_W / 2
-                draw.line([(mid, y(mean + std)), (mid, y(mean - std))], fill="black", width=1)
+                if std is not None:  # one network: no whisker
+                    draw.line([(mid, y(mean + std)), (mid, y(mean - std))], fill="black", width=1)
                 draw.text((x0, y(mean) - 12), f"{mean:.0f}", fill="black", font=font)
             gap = row.gap()
             label = _group_label(row)

@@ -74,7 +74,7 @@ def protocol_settings(ctx, dataset: ImageDataset, runs: int, epochs: int = 0, wi
 def evaluate_protocol(ctx, distilled: DistilledSet, settings: ResolvedEval) -> dict[str, object]:
     """Train ``settings.runs`` networks (dealt round-robin to processes), gather, summarise.
 
-    Returns ``acc_mean``, ``acc_std`` (population std), ``acc_runs`` (percent) and ``epochs``.
+    Returns ``acc_mean``, ``acc_std`` (population std; left out for one network), ``acc_runs`` (percent) and ``epochs``.
 
     Raises:
         TrainingDiverged: a network's training diverged; one line naming the lr it used (``eval.lr`` or the

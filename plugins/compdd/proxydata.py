@@ -29,7 +29,7 @@ Level = Literal["easy", "hard"]
 
 DESCRIPTIONS = {
     "easy": "Comp-DD proxy, easy: a digit filling the frame over a dim crop of a real photo, 32 px grey (offline)",
-    "hard": "Comp-DD proxy, hard: a small digit anywhere on a bright, busy crop of a real photo, 32 px grey (offline)",
+    "hard": "Comp-DD proxy, hard: a half-size, off-centre digit on a bright close-up of a real photo, 32 px grey (offline)",
 }
 
 

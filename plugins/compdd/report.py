@@ -77,9 +77,12 @@ class ReportRow:
     runs: list[str] = field(default_factory=list)
     note: str = ""
 
-    def stats(self, level: str) -> tuple[float, float] | None:
+    def stats(self, level: str) -> tuple[float, float | None] | None:
+        """``(mean, population std)`` of the level's accuracies; the std is ``None`` for one network."""
         values = self.easy if level == "easy" else self.hard
-        return (statistics.fmean(values), statistics.pstdev(values)) if values else None
+        if not values:
+            return None
+        return statistics.fmean(values), (statistics.pstdev(values) if len(values) > 1 else None)
 
     def gap(self) -> float | None:
         easy, hard = self.stats("easy"), self.stats("hard")
@@ -196,8 +199,10 @@ def protocol_tables(rows: list[ReportRow]) -> list[tuple[EvalProtocol, list[Repo
     return list(tables.items())
 
 
-def _cell(stats: tuple[float, float] | None) -> str:
-    return f"{stats[0]:.2f} ± {stats[1]:.2f}" if stats else "—"
+def _cell(stats: tuple[float, float | None] | None) -> str:
+    if not stats:
+        return "—"
+    return f"{stats[0]:.2f} ± {'n/a' if stats[1] is None else f'{stats[1]:.2f}'}"
 
 
 def markdown(report: dict[str, list[ReportRow]]) -> str:

@@ -1,7 +1,12 @@
 """The classifier EDF takes activation maps from, and the map from dataset classes to its label space.
 
 - ``cam_model = "run"``: the run's own trained classifier (:func:`ddcore.teacher.run_classifier`:
-  expert 0's final snapshot under trajectory matching, else a cached teacher).
+  expert 0's final snapshot under trajectory matching, else a cached teacher). Under matching this is
+  an early network: an expert is trained for the trajectory's few epochs only.
+- ``cam_model = "teacher"``: the run's network trained on the whole training split for the dataset's
+  full-data epochs (``cam_teacher_epochs``, ``cam_teacher_lr`` override), cached by content
+  (:func:`ddcore.teacher.trained_teacher`). The closest ddcore has to the release's fully trained
+  ImageNet ResNet-18 without foreign weights. Its test accuracy is recorded, never used to choose anything.
 - ``cam_model = "torchvision:<arch>"``: a torchvision architecture with weights from a local file
   (:func:`ddcore.weights.load_torchvision`), e.g. the authors' ImageNet ResNet-18 at ``layer4``. It
   sees the dataset's images through :class:`ddcore.adapt.InputAdapter` (grey repeated to RGB, its size
@@ -68,7 +73,7 @@ def cam_input(config: EDFConfig, dataset) -> ModelInput | None:
     normalisation is ImageNet's (``cam_input_norm`` ``auto`` or ``imagenet``) or the dataset's own
     (``dataset``, repeated over three channels for grey images).
     """
-    if config.cam_model == "run":
+    if config.cam_model in ("run", "teacher"):
         return None
     target = torchvision_input(config.cam_model.partition(":")[2])
     if config.cam_input_norm == "dataset":
@@ -77,12 +82,39 @@ def cam_input(config: EDFConfig, dataset) -> ModelInput | None:
     return target
 
 
+def teacher_options(ctx, config: EDFConfig) -> dict:
+    """The arguments of :func:`ddcore.teacher.trained_teacher` for ``cam_model = "teacher"``: the run's network
+    (``ctx.model_spec``, else the ``[eval]`` network for the dataset), ``epochs`` (``cam_teacher_epochs``, else the
+    dataset's full-data epochs) and, when set, ``lr``."""
+    from ddcore.presets import dataset_eval_preset, resolve_eval
+
+    spec = ctx.model_spec or resolve_eval(ctx.config.eval, ctx.dataset).model
+    epochs = config.cam_teacher_epochs or dataset_eval_preset(ctx.dataset)["full_epochs"]
+    return {"model": spec, "epochs": int(epochs), **({"lr": config.cam_teacher_lr} if config.cam_teacher_lr else {})}
+
+
+def cam_teacher(ctx, config: EDFConfig) -> tuple[nn.Module, dict]:
+    """``(model, description)`` for ``cam_model = "teacher"``: the cached teacher, and what the manifest
+    records of it (``path``, ``model``, ``epochs``, ``test_acc`` in percent on the test split: reported only)."""
+    from ddcore.teacher import teacher_path, teacher_recipe, trained_teacher
+
+    options = teacher_options(ctx, config)
+    model = trained_teacher(ctx, **options)
+    recipe = teacher_recipe(ctx.dataset, options["model"], options["epochs"], seed=ctx.seed,
+                            **({"lr": options["lr"]} if "lr" in options else {}))  # fmt: skip
+    path = teacher_path(ctx.cache_dir, ctx.dataset, recipe, ctx.config.data_root or None)
+    record = ctx.records.get(f"teachers/{path.stem}", {})
+    return model, {"kind": "teacher", "path": str(path), "model": options["model"].name, "epochs": options["epochs"],
+                   "lr": recipe.train.lr, "test_acc": record.get("test_acc")}  # fmt: skip
+
+
 def load_cam_model(ctx, cam_model: str, cam_weights: str) -> nn.Module:
     """The CAM classifier on ``ctx.device``, in eval mode, with frozen parameters (not adapted yet).
 
     ``run``: :func:`ddcore.teacher.run_classifier` (expert 0's final snapshot with its batch-norm
     statistics recomputed, :mod:`ddcore.snapshot`); ``torchvision:<arch>``:
     :func:`ddcore.weights.load_torchvision` of ``cam_weights`` (checked at config time already).
+    ``teacher`` is :func:`cam_teacher`.
     """
     if cam_model == "run":
         from ddcore.teacher import run_classifier

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from ddcore import ConfigError
-from ddcore.cam import CamMethod
+from ddcore.cam import CamMethod, CamVariant
 from ddcore.config import Range
 
 PREFIX = "plugin.edf"
@@ -53,10 +53,16 @@ class EDFConfig:
         dae: switch DAE (the pixel weights) on or off, for ablations.
         cpd: switch CPD (the supervision weights) on or off, for ablations.
         cam_method: ``smooth_gradcampp`` (the authors') or ``gradcam`` (one pass, cheaper).
+        cam_variant: ``paper`` (the methods' published formulas, ddcore's default) or ``torchcam`` (torchcam
+            0.5.0's order of operations, the library of the authors' release; :mod:`ddcore.cam`).
         cam_layer: the CAM layer's name in the CAM model (``""``: ``layer4`` for ResNets, the last
             conv block for ConvNets).
-        cam_model: ``run`` (the run's own classifier: expert 0's final snapshot, else a cached teacher)
-            or ``torchvision:<arch>`` with ``cam_weights``.
+        cam_model: ``run`` (the run's own classifier: expert 0's final snapshot, else a cached teacher),
+            ``teacher`` (the run's network trained on the whole training split, cached:
+            :func:`ddcore.teacher.trained_teacher`) or ``torchvision:<arch>`` with ``cam_weights``.
+        cam_teacher_epochs: ``teacher`` only: its training epochs (``0``: the dataset's full-data epochs,
+            ``ddcore.presets.dataset_eval_preset(...)["full_epochs"]``).
+        cam_teacher_lr: ``teacher`` only: its SGD learning rate (``0``: ``TEACHER_TRAIN_DEFAULTS``, 0.01).
         cam_weights: a local weights file for a ``torchvision:<arch>`` CAM model, opened and matched to
             the architecture when the options are checked (``module.`` key prefixes accepted).
         cam_input_norm: how images reach a torchvision CAM model (through :class:`ddcore.adapt.InputAdapter`:
@@ -64,6 +70,7 @@ class EDFConfig:
             ImageNet statistics), ``dataset`` (the dataset's own). ``run`` models take the images as they are.
         cam_samples: Smooth Grad-CAM++: noisy copies per image.
         cam_noise: Smooth Grad-CAM++: the noise's standard deviation, in the dataset's normalised units
+            (``cam_variant = "torchcam"``: in the CAM model's own input units, behind any input adapter)
             (each image's noise comes from its own seed: ``(run seed, "edf", "cam", refresh iteration, image)``).
         cam_batch_size: images per CAM forward pass (``0``: as many as cost no more memory than one
             matching step of the run, projected; all at once when that fits).
@@ -79,8 +86,11 @@ class EDFConfig:
     dae: bool = True
     cpd: bool = True
     cam_method: CamMethod = "smooth_gradcampp"
+    cam_variant: CamVariant = "paper"
     cam_layer: str = ""
     cam_model: str = "run"
+    cam_teacher_epochs: Annotated[int, Range(ge=0, note="0: the dataset's full-data epochs")] = 0
+    cam_teacher_lr: Annotated[float, Range(ge=0, note="0: the teacher default, 0.01")] = 0.0
     cam_weights: str = ""
     cam_input_norm: Literal["auto", "dataset", "imagenet"] = "auto"
     cam_samples: Annotated[int, Range(ge=1)] = 4
@@ -101,21 +111,25 @@ class EDFConfig:
         self._check_cam_model()
 
     def _check_cam_model(self) -> None:
-        if self.cam_model == "run":
+        if self.cam_model != "teacher":
+            for key in ("cam_teacher_epochs", "cam_teacher_lr"):
+                if getattr(self, key):
+                    raise ConfigError(f"config key '{PREFIX}.{key}' is only for cam_model = 'teacher' (cam_model is {self.cam_model!r})")
+        if self.cam_model in ("run", "teacher"):
             if self.cam_weights:
                 raise ConfigError(
-                    f"config key '{PREFIX}.cam_weights' is only for cam_model = 'torchvision:<arch>' (cam_model is 'run')"
+                    f"config key '{PREFIX}.cam_weights' is only for cam_model = 'torchvision:<arch>' (cam_model is {self.cam_model!r})"
                 )
             if self.cam_input_norm == "imagenet":
                 raise ConfigError(
                     f"config key '{PREFIX}.cam_input_norm' = 'imagenet' is only for cam_model = 'torchvision:<arch>': "
-                    "the run's classifier takes the dataset's own normalisation"
+                    f"the {'run' if self.cam_model == 'run' else 'teacher'}'s classifier takes the dataset's own normalisation"
                 )
             return
         kind, _, arch = self.cam_model.partition(":")
         if kind != "torchvision" or not arch:
             raise ConfigError(
-                f"config key '{PREFIX}.cam_model': expected 'run' or 'torchvision:<arch>' (e.g. 'torchvision:resnet18'), "
+                f"config key '{PREFIX}.cam_model': expected 'run', 'teacher' or 'torchvision:<arch>' (e.g. 'torchvision:resnet18'), "
                 f"got {self.cam_model!r}"
             )
         import torchvision

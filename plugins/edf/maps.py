@@ -27,7 +27,7 @@ from torch import nn
 from ddcore import RunContext
 from ddcore.adapt import adapted, adapted_dataset
 from ddcore.cam import cam_chunk_size, default_layer_name, grad_cam, resolve_layer
-from ddcore_edf.cam_model import cam_input, class_map, load_cam_model, probe_classes
+from ddcore_edf.cam_model import cam_input, cam_teacher, class_map, load_cam_model, probe_classes
 from ddcore_edf.config import EDFConfig
 from ddcore_edf.dae import emphasised, empty_maps, last_refresh
 
@@ -47,12 +47,22 @@ class CamMaps:
     active: list[float] = field(default_factory=list)  # share of pixels emphasised, per refresh
     empty: list[int] = field(default_factory=list)  # all-zero maps, per refresh
     chunk: int | None = None  # images per CAM pass when cam_batch_size = 0 (bounded by memory), fixed at first use
+    inner: nn.Module | None = None  # the CAM model itself, inside any adapter: torchcam adds its noise at its input
+    source: dict = field(default_factory=dict)  # what the CAM model is (teacher: path, epochs, test accuracy)
 
     @classmethod
     def build(cls, ctx: RunContext, config: EDFConfig) -> "CamMaps":
         """Load the CAM model, check its layer and label space against the dataset (one probe image)."""
         dataset = ctx.dataset
-        model = load_cam_model(ctx, config.cam_model, config.cam_weights)
+        if config.cam_model == "teacher":
+            model, source = cam_teacher(ctx, config)
+            model = model.to(ctx.device).eval().requires_grad_(False)
+        else:
+            model = load_cam_model(ctx, config.cam_model, config.cam_weights)
+            source = {"kind": config.cam_model}
+            if config.cam_model == "run" and "classifier" in ctx.records:
+                source.update(ctx.records["classifier"])
+        inner = model
         layer_name = config.cam_layer or default_layer_name(model)
         layer = resolve_layer(model, layer_name, option="plugin.edf.cam_layer")  # the same module inside the wrapper
         target = cam_input(config, dataset)
@@ -64,7 +74,12 @@ class CamMaps:
         classes = class_map(
             probe_classes(model, example), dataset.num_classes, config.class_index, dataset.extra.get("imagenet_index")
         )
-        return cls(model, layer, layer_name, classes.to(ctx.device))
+        return cls(model, layer, layer_name, classes.to(ctx.device), inner=inner, source=source)
+
+    def noise_module(self, config: EDFConfig) -> nn.Module | None:
+        """Where Smooth Grad-CAM++'s noise goes: the CAM model's own input for ``cam_variant = "torchcam"`` (behind
+        any input adapter, as torchcam wraps the model itself), else the dataset's images (``None``)."""
+        return self.inner if config.cam_variant == "torchcam" and self.inner is not self.model else None
 
     def targets_for(self, labels: torch.Tensor) -> torch.Tensor:
         """Each synthetic image's dataset class: hard labels as they are, soft ones by argmax, fixed at first use."""
@@ -80,6 +95,7 @@ class CamMaps:
             self.model, self.layer, images, targets,
             method=config.cam_method, samples=config.cam_samples, noise=config.cam_noise, seeds=seeds,
             batch_size=config.cam_batch_size or self.chunk_size(ctx, config, images),
+            variant=config.cam_variant, noise_module=self.noise_module(config),
         )  # fmt: skip
 
     def chunk_size(self, ctx: RunContext, config: EDFConfig, images: torch.Tensor) -> int | None:
@@ -96,7 +112,8 @@ class CamMaps:
                 return None
             self.chunk = cam_chunk_size(
                 self.model, self.layer, tuple(images.shape[1:]), images.shape[0], budget,
-                method=config.cam_method, samples=config.cam_samples,
+                method=config.cam_method, samples=config.cam_samples, variant=config.cam_variant,
+                noise_module=self.noise_module(config),
             )  # fmt: skip
             ctx.records.setdefault("edf", {}).setdefault("cam", {})["chunk"] = self.chunk
         return self.chunk

@@ -46,7 +46,8 @@ def _maps(ctx: RunContext, options: EDFConfig) -> CamMaps:
             maps.load_state_dict(ctx.stash.pop("edf_resumed"), ctx.device)
         ctx.stash["edf_maps"] = maps
         ctx.records["edf"]["cam"] = {"model": options.cam_model, "layer": maps.layer_name,
-                                     "class_index": maps.classes.tolist(), "method": options.cam_method}  # fmt: skip
+                                     "class_index": maps.classes.tolist(), "method": options.cam_method,
+                                     "variant": options.cam_variant, "source": maps.source}  # fmt: skip
     return ctx.stash["edf_maps"]
 
 
@@ -92,13 +93,16 @@ def dd_load_state_dict(ctx: RunContext, state: dict) -> None:
 @hookimpl
 def dd_evaluate(ctx: RunContext, distilled) -> dict | None:
     """``cam_refreshes``, ``active_fraction`` (mean share of pixels DAE emphasises) and ``empty_maps`` (all-zero
-    maps over all refreshes: no positive evidence, weight 1 everywhere; per refresh in ``records.edf.empty_maps``)."""
+    maps over all refreshes: no positive evidence, weight 1 everywhere; per refresh in ``records.edf.empty_maps``);
+    with ``cam_model = "teacher"`` also ``cam_teacher_test_acc`` (percent, reported only)."""
     maps: CamMaps | None = ctx.stash.get("edf_maps")
     if maps is None:
         return None  # re-evaluation of a saved run, or DAE switched off
     ctx.records["edf"]["refreshes"] = maps.refreshes
     ctx.records["edf"]["empty_maps"] = list(maps.empty)
     metrics: dict = {"cam_refreshes": maps.refreshes, "empty_maps": sum(maps.empty)}
+    if maps.source.get("test_acc") is not None:  # the teacher's test accuracy: reported, never used to choose
+        metrics["cam_teacher_test_acc"] = maps.source["test_acc"]
     if maps.active:
         metrics["active_fraction"] = sum(maps.active) / len(maps.active)
     return metrics

@@ -16,6 +16,10 @@ fine classes). Normalisation: the per-channel mean/std DC, DSA, DM, MTT and DATM
 Integrity: torchvision checks each file's MD5 against the official archive's; here the check is one of
 layout (each file present), done before torchvision reads anything, so a missing file is one line naming
 it. Content changes are caught by the dataset's fingerprint (the pixel bytes), which every cache keys on.
+
+Keys: the official batches are Python 2 pickles; torchvision loads them with ``encoding="latin1"``, so
+their keys are ``str`` (``"data"``, ``"labels"``). A batch saved again after loading it with
+``encoding="bytes"`` (the CIFAR page's snippet) has ``bytes`` keys: refused with one line naming the file.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from ddcore.data.base import DatasetOptions, ImageDataset
-from ddcore.data.standard.common import ROOT_OPTION, check_root, in_memory_dataset, require_files
+from ddcore.data.standard.common import ROOT_OPTION, check_root, has_files, in_memory_dataset, require_files
 from ddcore.errors import ConfigError
 from ddcore.vocab import DEFAULT_AUGMENT
 
@@ -81,8 +85,9 @@ def load_cifar(name: str, options: DatasetOptions) -> ImageDataset:
     expected = layout(reader)
     root = check_root(name, options.root, expected)
     folder = root / reader.base_folder
-    files = [folder / n for n, _ in reader.train_list + reader.test_list] + [folder / reader.meta["filename"]]
-    require_files(name, root, files, expected)
+    names = [n for n, _ in reader.train_list + reader.test_list] + [reader.meta["filename"]]
+    require_files(name, root, [folder / n for n in names], expected,
+                  looks_right=has_files([f"{reader.base_folder}/{n}" for n in names]))  # fmt: skip
     train, class_names = _read(reader, root, folder, train=True, expected=expected)
     test, _ = _read(reader, root, folder, train=False, expected=expected)
     return in_memory_dataset(
@@ -108,8 +113,10 @@ def _read(reader: type, root: Path, folder: Path, *, train: bool, expected: str)
         labels = torch.as_tensor(data.targets, dtype=torch.long)
         class_names = [str(c) for c in data.classes]
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        files = [n for n, _ in (reader.train_list if train else reader.test_list)] + [reader.meta["filename"]]
+        problem = _key_problem(reader, folder, files) if isinstance(exc, (KeyError, TypeError)) else None
         raise ConfigError(
-            f"cannot read the CIFAR files in {folder}: {type(exc).__name__}: {' '.join(str(exc).split())}; "
+            problem or f"cannot read the CIFAR files in {folder}: {type(exc).__name__}: {' '.join(str(exc).split())}; "
             f"expected {expected} ({ROOT_OPTION})"
         ) from None
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
@@ -118,3 +125,38 @@ def _read(reader: type, root: Path, folder: Path, *, train: bool, expected: str)
             f"({len(class_names)} class names in {reader.meta['filename']}) ({ROOT_OPTION})"
         )
     return (pixels, labels), class_names
+
+
+def _key_problem(reader: type, folder: Path, files: list[str]) -> str | None:
+    """One line naming the first of ``files`` whose dict lacks the keys torchvision reads, or ``None``.
+
+    Only called after torchvision's ``KeyError``, so a good tree is read once. The official batches are
+    Python 2 pickles whose ``str`` keys load as ``str`` with ``encoding="latin1"`` (what torchvision passes);
+    a file re-saved after loading with ``encoding="bytes"`` has ``bytes`` keys (``b"data"``), named as such.
+    """
+    for file in files:
+        path = folder / file
+        needed = [reader.meta["key"]] if file == reader.meta["filename"] else ["data", _label_key(reader)]
+        try:
+            with open(path, "rb") as handle:
+                entry = pickle.load(handle, encoding="latin1")
+        except Exception:  # noqa: BLE001 - unreadable files are reported by the generic message
+            return None
+        keys = list(entry) if isinstance(entry, dict) else None
+        if keys is not None and all(k in keys or (k == "labels" and "fine_labels" in keys) for k in needed):
+            continue  # torchvision takes "fine_labels" where "labels" is absent
+        if keys and all(isinstance(k, bytes) for k in keys):
+            return (
+                f"CIFAR file {path} has bytes keys ({', '.join(repr(k) for k in keys[:3])}), as a batch loaded with "
+                f"pickle's encoding='bytes' and saved again; the official python batches have str keys "
+                f"({', '.join(repr(k) for k in needed)}): unpack the official archive again ({ROOT_OPTION})"
+            )
+        found = "not a dict" if keys is None else f"keys {', '.join(repr(k) for k in keys[:6])}"
+        absent = ", ".join(repr(k) for k in needed if keys is None or k not in keys)
+        return f"CIFAR file {path} lacks {absent} ({found}) ({ROOT_OPTION})"
+    return None
+
+
+def _label_key(reader: type) -> str:
+    """The label key of the batches: ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100, as torchvision reads)."""
+    return "fine_labels" if issubclass(reader, CIFAR100) else "labels"

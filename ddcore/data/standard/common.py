@@ -8,8 +8,9 @@ float32 size) and normalise one image at a time; with ZCA whitening the whitened
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -34,14 +35,54 @@ def check_root(name: str, root: Path | None, layout: str) -> Path:
     return root
 
 
-def require_files(name: str, root: Path, paths: Sequence[Path], layout: str) -> None:
-    """Raise :class:`ConfigError` naming the first of ``paths`` that is not a file (and how many are missing)."""
+#: How many entries of a folder :func:`nearby_root` looks at for a root one level down (a huge folder stays cheap).
+NEARBY_ENTRIES = 1000
+
+
+def nearby_root(root: Path, looks_right: Callable[[Path], bool]) -> Path | None:
+    """The folder one or two levels above ``root``, or one below it, for which ``looks_right(folder)`` holds
+    (the root a user meant when passing the dataset's own subfolder, or the folder above it); ``None`` if
+    none does. Children are looked at in name order, at most :data:`NEARBY_ENTRIES` entries.
+    """
+    above = [root.parent, root.parent.parent]
+    try:
+        below = sorted(p for p in itertools.islice(root.iterdir(), NEARBY_ENTRIES) if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        below = []
+    for folder in [*above, *below]:
+        try:
+            if folder != root and looks_right(folder):
+                return folder
+        except OSError:
+            continue
+    return None
+
+
+def did_you_mean(root: Path, looks_right: Callable[[Path], bool] | None) -> str:
+    """``"; did you mean --data-root X"`` where :func:`nearby_root` finds ``X``, else ``""``."""
+    found = nearby_root(root, looks_right) if looks_right is not None else None
+    return f"; did you mean --data-root {found}" if found is not None else ""
+
+
+def require_files(name: str, root: Path, paths: Sequence[Path], layout: str,
+                  looks_right: Callable[[Path], bool] | None = None) -> None:  # fmt: skip
+    """Raise :class:`ConfigError` naming the first of ``paths`` that is not a file (and how many are missing).
+
+    ``looks_right(folder)``: whether ``folder`` would be a complete root; the message then names the nearby
+    folder that is (:func:`did_you_mean`), e.g. the parent of ``cifar-10-batches-py`` when given that folder.
+    """
     missing = [path for path in paths if not path.is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise ConfigError(
-            f"dataset {name}: {missing[0]} is missing{more}; expected {layout} under {root} ({ROOT_OPTION})"
+            f"dataset {name}: {missing[0]} is missing{more}; expected {layout} under {root}"
+            f"{did_you_mean(root, looks_right)} ({ROOT_OPTION})"
         )
+
+
+def has_files(relative: Sequence[str]) -> Callable[[Path], bool]:
+    """``looks_right`` for :func:`require_files`: every path of ``relative`` is a file under the folder."""
+    return lambda folder: all((folder / rel).is_file() for rel in relative)
 
 
 def check_size(size: int | None, default: int) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from ddcore.data.base import DatasetOptions, ImageDataset
 from ddcore.data.decode import DECODE_VERSION
 from ddcore.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, IMAGE_SUFFIXES, FolderSplit, image_files, short_list
-from ddcore.data.standard.common import ROOT_OPTION, check_root, check_size
+from ddcore.data.standard.common import ROOT_OPTION, check_root, check_size, did_you_mean
 from ddcore.errors import ConfigError
 from ddcore.vocab import DEFAULT_AUGMENT
 
@@ -60,7 +60,8 @@ def load_imagenette(name: str, options: DatasetOptions) -> ImageDataset:
     for split in ("train", "val"):
         folder = root / split
         if not folder.is_dir():
-            raise ConfigError(f"data root {root} has no {split}/ folder; dataset {name} expects {expected} ({ROOT_OPTION})")
+            hint = did_you_mean(root, lambda p: (p / "train").is_dir() and (p / "val").is_dir())
+            raise ConfigError(f"data root {root} has no {split}/ folder; dataset {name} expects {expected}{hint} ({ROOT_OPTION})")
         splits[split] = _split(name, folder, wnids, size)
     train, test = splits["train"], splits["val"]
     return ImageDataset(

@@ -23,7 +23,7 @@ import torch
 from torchvision.datasets import MNIST, FashionMNIST
 
 from ddcore.data.base import DatasetOptions, ImageDataset
-from ddcore.data.standard.common import ROOT_OPTION, check_root, in_memory_dataset, require_files
+from ddcore.data.standard.common import ROOT_OPTION, check_root, has_files, in_memory_dataset, require_files
 from ddcore.errors import ConfigError
 from ddcore.vocab import DEFAULT_AUGMENT
 
@@ -55,7 +55,8 @@ def load_mnist(name: str, options: DatasetOptions) -> ImageDataset:
     gz = [raw / f"{n}.gz" for n in FILES if not (raw / n).is_file() and (raw / f"{n}.gz").is_file()]
     if gz:
         raise ConfigError(f"dataset {name}: {gz[0]} is still compressed; unpack it (gunzip) next to it ({ROOT_OPTION})")
-    require_files(name, root, [raw / n for n in FILES], expected)
+    require_files(name, root, [raw / n for n in FILES], expected,
+                  looks_right=has_files([f"{reader.__name__}/raw/{n}" for n in FILES]))  # fmt: skip
     train = _read(reader, root, raw, train=True, expected=expected, classes=len(class_names))
     test = _read(reader, root, raw, train=False, expected=expected, classes=len(class_names))
     return in_memory_dataset(

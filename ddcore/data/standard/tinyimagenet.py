@@ -25,7 +25,7 @@ from pathlib import Path
 from ddcore.data.base import DatasetOptions, ImageDataset
 from ddcore.data.decode import DECODE_VERSION
 from ddcore.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, IMAGE_SUFFIXES, FolderSplit, image_files, short_list
-from ddcore.data.standard.common import ROOT_OPTION, check_root, check_size, require_files, unique_names
+from ddcore.data.standard.common import ROOT_OPTION, check_root, check_size, has_files, require_files, unique_names
 from ddcore.errors import ConfigError
 from ddcore.vocab import DEFAULT_AUGMENT
 
@@ -47,7 +47,8 @@ def load_tiny_imagenet(options: DatasetOptions) -> ImageDataset:
     root = check_root(NAME, options.root, LAYOUT)
     wnids_file, words_file = root / "wnids.txt", root / "words.txt"
     annotations = root / "val" / "val_annotations.txt"
-    require_files(NAME, root, [wnids_file, words_file, annotations], LAYOUT)
+    require_files(NAME, root, [wnids_file, words_file, annotations], LAYOUT,
+                  looks_right=has_files(["wnids.txt", "words.txt", "val/val_annotations.txt"]))  # fmt: skip
     wnids = sorted(set(_lines(wnids_file)))
     if not wnids:
         raise ConfigError(f"{wnids_file} lists no wnid; expected {LAYOUT} ({ROOT_OPTION})")

@@ -211,7 +211,7 @@ def test_result_keeps_labels_and_says_who_distilled(dd_context) -> None:
 
 def test_an_embedding_the_images_do_not_fit_is_refused_by_check(dd_context) -> None:
     ctx = dd_context(plugins=["dm"], distill="dm", image_size=16)
-    with pytest.raises(ConfigError, match=r"dm.embed = 'convnetd5': model convnetd5 \(depth 5\) needs an image size divisible by 32"):
+    with pytest.raises(ConfigError, match=r"dm.embed = 'convnetd5': model convnetd5 \(depth 5\) needs an image size of at least 32 px"):
         DMDistiller(ctx, DMConfig(embed="convnetd5")).check()
     DMDistiller(ctx, DMConfig()).check()  # the run's own network fits
 

@@ -50,9 +50,9 @@ def test_report_pairs_easy_and_hard_per_method_with_the_gap(tmp_path):
     assert result.exit_code == 0, result.output
     assert "| random real | 1 | 85.00 ± 5.00 | 50.00 ± 8.16 | +35.00 |" in result.output
     # easy by the built-in evaluator, hard by the Comp-DD protocol: two rows, no gap (issue 19, kind 2)
-    assert "| edf (TM) | 1 | 70.00 ± 0.00 | — | — |" in result.output and "| edf (TM) | 1 | — | 30.00 ± 0.00 | — |" in result.output
+    assert "| edf (TM) | 1 | 70.00 ± n/a | — | — |" in result.output and "| edf (TM) | 1 | — | 30.00 ± n/a | — |" in result.output
     assert "edf (TM), IPC 1: not comparable" in result.output and "evaluator eval vs compdd" in result.output
-    assert "### compdd/bird" in result.output and "| random real | 10 | — | 20.00 ± 0.00 | — |" in result.output
+    assert "### compdd/bird" in result.output and "| random real | 10 | — | 20.00 ± n/a | — |" in result.output
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert data["subsets"]["compdd/mini"][0]["gap"] == pytest.approx(35.0)
     assert data["subsets"]["compdd/mini"][0]["hard_networks"] == 3

@@ -63,6 +63,29 @@ def test_the_hard_digit_is_smaller(sources):
     assert (hard[:, :2] > 0).all() and (hard[:, 2:] < 32).all()  # the hard digit never touches the frame
 
 
+def test_the_easy_digit_sits_nearer_the_centre(sources):
+    digits, photos = sources
+    _, easy = render(digits, LEVELS["easy"], 32, seed=2, photos=photos)
+    _, hard = render(digits, LEVELS["hard"], 32, seed=2, photos=photos)
+    # the box's centre moves with the digit's centre (the 8x8 cell's ink is roughly centred in it)
+    offset = lambda b: ((b[:, :2] + b[:, 2:]).float() / 2 - 16).abs().amax(dim=1)  # noqa: E731  px from the centre
+    assert offset(easy).median() < 0.5 * offset(hard).median()
+
+
+def test_the_easy_background_is_plainer(sources):
+    """With blank digits the image is the background alone: easy's is dimmer and flatter than hard's (a far crop
+    mapped into 0-0.15 against a close-up crop mapped into 0-0.5): weaker edges for the network to attend to."""
+    digits, photos = sources
+    blank = torch.zeros_like(digits)
+    easy, _ = render(blank, LEVELS["easy"], 32, seed=3, photos=photos)
+    hard, _ = render(blank, LEVELS["hard"], 32, seed=3, photos=photos)
+    assert easy.amax() <= LEVELS["easy"].background[1] + 1e-6 < 0.5 * hard.amax()
+    spread = lambda x: x.flatten(1).std(dim=1)  # noqa: E731
+    assert spread(easy).median() < 0.5 * spread(hard).median()
+    edges = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))  # noqa: E731  mean step between neighbours
+    assert edges(easy).median() < 0.6 * edges(hard).median()
+
+
 def test_dataset_has_the_digits_split_labels_boxes_and_normalisation():
     _, labels, train_idx, test_idx = digits_split()
     dataset = load_proxy("hard", DatasetOptions())

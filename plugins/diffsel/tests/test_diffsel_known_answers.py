@@ -62,7 +62,7 @@ def test_teacher_and_kd_students_score_the_known_answer(run_tiny, shared_cache, 
     expected = RIGHT_ANSWER[kind]
     assert result.metrics["diffsel/kd_teacher_acc"] == expected
     assert result.metrics["diffsel/kd_acc_runs"] == [expected]
-    assert result.metrics["diffsel/kd_acc_mean"] == expected and result.metrics["diffsel/kd_acc_std"] == 0.0
+    assert result.metrics["diffsel/kd_acc_mean"] == expected and "diffsel/kd_acc_std" not in result.metrics
     assert result.manifest["records"]["diffsel/kd"]["teacher_acc"] == expected
     teacher = next(v for k, v in result.manifest["records"].items() if k.startswith("teachers/"))
     assert teacher["test_acc"] == expected  # the teacher's own file measured it on the test split too

@@ -50,7 +50,7 @@ def test_named_presets_and_explicit_keys():
         ({"preset": "none", "beta": 1.0}, r"preset' is 'none', so set plugin.edf.interval, plugin.edf.alpha"),
         ({"cam_method": "scorecam"}, r"'plugin.edf.cam_method': expected one of 'gradcam', 'smooth_gradcampp'"),
         ({"cam_samples": 0}, r"'plugin.edf.cam_samples' must be at least 1"),
-        ({"cam_model": "timm:resnet18"}, r"'plugin.edf.cam_model': expected 'run' or 'torchvision:<arch>'"),
+        ({"cam_model": "timm:resnet18"}, r"'plugin.edf.cam_model': expected 'run', 'teacher' or 'torchvision:<arch>'"),
         ({"cam_model": "torchvision:resnet999", "cam_weights": "x.pt"}, r"torchvision has no classification model 'resnet999'"),
         ({"cam_model": "torchvision:resnet18"}, r"'plugin.edf.cam_weights' must name a local weights file"),
         ({"cam_weights": "w.pt"}, r"'plugin.edf.cam_weights' is only for cam_model = 'torchvision:<arch>'"),

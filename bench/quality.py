@@ -1,0 +1,886 @@
+"""One quality script (issue 17, part 5): a declared grid of ``dd run`` cells, paired by seed, one table.
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/quality.py --out runs/quality            # the default grid
+    .venv/bin/python bench/quality.py --out runs/quality --methods tm --ipc 10 --seeds 0-2      # narrowed
+    .venv/bin/python bench/quality.py --grid my-grid.toml --device cuda --out runs/quality-gpu
+    .venv/bin/python bench/quality.py --out runs/quality --report --markdown table.md --json table.json
+    .venv/bin/python bench/quality.py --out runs/quality --dry-run                               # cells, commands, time left
+
+**Grid.** methods x datasets x IPC x seeds (default: ``random tm edf observer diffusion`` on
+``compdd/proxy-easy compdd/proxy-hard``, IPC 1 and 10, seeds 0-4). A method is a ``dd run`` recipe
+(:data:`METHODS`: plugins, distiller, selection, options), the evaluations it reports (``hard``: the
+built-in evaluator's ``eval/acc_*``; ``kd``: diffsel's KD evaluator's ``diffsel/kd_acc_*``) and the
+methods it is compared with. A method's baselines join the grid when it is narrowed (``--methods tm``
+also runs ``random``). ``--grid FILE`` (TOML) declares another grid, see :func:`read_grid`.
+
+**Cells.** Each cell is one ``dd run`` in a subprocess (``python -m ddcore_cli run``; a failing or
+interrupted cell leaves the others intact), run directory ``OUT/runs/<dataset>-ipc<k>-<method>-seed<s>-<key>``,
+options in this order, later wins: ``holdout = "always"``, ``validation = 0.1`` (the same validation
+split carved from the training split in every cell, so every cell selects from the same training
+images), the dataset's options (``compdd/*``: ``--plugin compdd``, ``plugin.compdd.evaluate = "off"``, so
+every accuracy is the built-in evaluator's), the method's, then the grid file's ``set`` and ``--set``.
+
+**Pairing.** A run's selection is ``derive_generator(seed, "select", "random-real")`` and its evaluation
+network ``r`` gets ``derive_seed(seed, "eval", "distilled", r, ...)`` (ddcore/builtin/*), so seed ``s`` of
+``random``, ``tm`` and ``edf`` evaluates the same random real images, and ``tm``/``edf`` start matching from
+them, with the same evaluation seeds. The script checks it: a matching cell's ``eval/initial_acc_runs``
+(its starting images, evaluated by its own evaluator) must equal the ``random`` cell's ``eval/acc_runs``
+of that seed; the table reports the largest difference (0 on a CPU).
+
+**Results file.** ``OUT/results.jsonl``, one JSON line per finished (or failed) cell, appended with one
+``write`` under ``O_APPEND`` and fsynced; the key is a hash of the cell's full config (dataset, IPC,
+seed, method, plugins, every option, device). A rerun skips complete cells and reruns failed ones
+(``--skip-failed`` keeps them). A results file holding cells made with other global options (device,
+``set``) is refused unless ``--allow-other-globals``; the table only ever uses the current grid's cells.
+
+**Table.** Per dataset x IPC x method x evaluation: seeds, mean ± std of the per-seed accuracy (each the
+mean over the run's evaluation networks, test split, as the evaluator reports it), and the mean paired
+difference against each baseline with its 95% Student-t interval over seeds (``scipy.stats.t``), then
+the command that reproduces the table. The script selects nothing: options come from the grid.
+Bad input is one line, exit 2, before any file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ddcore.config import deep_merge, parse_assignment, read_config_file
+from ddcore.errors import ConfigError, DDError
+
+RESULTS_FILE = "results.jsonl"
+LOCK_FILE = "quality.lock"
+FORMAT = 1
+
+#: What an evaluation reads from a run's metrics: ``<prefix>_mean`` and ``<prefix>_runs`` (accuracy %, test split).
+EVALUATIONS: dict[str, str] = {"hard": "eval/acc", "kd": "diffsel/kd_acc"}
+
+#: Options every cell starts from (``holdout = "always"``: every method carves the same validation split).
+BASE_OPTIONS: dict[str, Any] = {"holdout": "always", "validation": 0.1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A ``dd run`` recipe and how it is reported.
+
+    ``options``: dotted config keys -> values (``--set``). ``evaluations``: keys of :data:`EVALUATIONS`
+    it reports. ``baselines``: methods it is compared with, per evaluation both report. ``starts_from``:
+    the method whose selection this one starts matching from (its ``eval/initial_acc_runs`` must equal
+    that method's ``eval/acc_runs``), or ``""``.
+    """
+
+    name: str
+    plugins: tuple[str, ...] = ()
+    distill: str = ""
+    select: str = ""
+    options: tuple[tuple[str, Any], ...] = ()
+    evaluations: tuple[str, ...] = ("hard",)
+    baselines: tuple[str, ...] = ()
+    starts_from: str = ""
+    about: str = ""
+
+
+KD = (("plugin.diffsel.kd.runs", 3),)
+
+#: The built-in methods (a grid file may add or replace methods in ``[method.NAME]`` tables).
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("random", about="the seed's random real images (built-in random-real), evaluated as selected"),
+        Method("tm", distill="tm", baselines=("random",), starts_from="random",
+               about="trajectory matching from the seed's random real images (tm.preset = auto)"),
+        Method("edf", plugins=("edf",), distill="tm", baselines=("random", "tm"), starts_from="random",
+               about="tm weighted by the edf plugin (plugin.edf.preset = auto)"),
+        Method("random-kd", plugins=("diffsel",), select="random-real", options=(("eval.runs", 0), *KD),
+               evaluations=("kd",), about="the seed's random real images under diffsel's KD evaluator"),
+        Method("observer", plugins=("diffsel",), options=(("plugin.diffsel.scorer", "observer"), *KD),
+               evaluations=("hard", "kd"), baselines=("random", "random-kd"),
+               about="diffsel's RDED-style observer selection"),
+        Method("diffusion", plugins=("diffsel",), options=(("plugin.diffsel.scorer", "diffusion"), *KD),
+               evaluations=("hard", "kd"), baselines=("random", "random-kd"),
+               about="diffsel's diffusion-driven selection"),
+    )
+}  # fmt: skip
+
+DEFAULT_GRID: dict[str, Any] = {
+    "methods": ["random", "tm", "edf", "observer", "diffusion"],
+    "datasets": ["compdd/proxy-easy", "compdd/proxy-hard"],
+    "ipc": [1, 10],
+    "seeds": [0, 1, 2, 3, 4],
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset of the grid: its name, the plugins it needs and its options (dotted keys)."""
+
+    name: str
+    plugins: tuple[str, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+def default_dataset(name: str) -> DatasetSpec:
+    """``compdd/*`` needs ``--plugin compdd``; its protocol evaluator is off, so every cell uses the built-in one."""
+    if name.startswith("compdd/"):
+        return DatasetSpec(name, ("compdd",), (("plugin.compdd.evaluate", "off"),))
+    return DatasetSpec(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------
+
+
+def paired_stats(diffs: Sequence[float]) -> dict[str, Any]:
+    """Mean of paired differences and its two-sided 95% Student-t interval over the pairs.
+
+    ``diffs``: per-seed differences (accuracy points). Returns ``n``, ``mean``, ``std`` (sample std,
+    ``None`` for one pair), ``t`` (``scipy.stats.t.ppf(0.975, n - 1)``), ``low``/``high``
+    (``mean ± t * std / sqrt(n)``; ``None`` for one pair: no interval from one seed).
+
+    Raises ``ValueError`` for no differences or a non-finite one.
+
+    >>> s = paired_stats([1.0, 2.0, 3.0])
+    >>> s["mean"], round(s["t"], 4), round(s["high"] - s["mean"], 4)
+    (2.0, 4.3027, 2.4841)
+    """
+    values = [float(d) for d in diffs]
+    if not values:
+        raise ValueError("paired_stats: no differences")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"paired_stats: non-finite difference in {values}")
+    n, mean = len(values), statistics.fmean(values)
+    if n < 2:
+        return {"n": n, "mean": mean, "std": None, "t": None, "low": None, "high": None, "diffs": values}
+    from scipy.stats import t as student_t
+
+    std = statistics.stdev(values)
+    t = float(student_t.ppf(0.975, n - 1))
+    half = t * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "t": t, "low": mean - half, "high": mean + half, "diffs": values}
+
+
+# ----------------------------------------------------------------------------------------------
+# Option values as `--set` text
+# ----------------------------------------------------------------------------------------------
+
+
+def toml_value(value: Any, key: str) -> str:
+    """``value`` as a TOML value for ``--set key=...``; refuses what would not read back identically.
+
+    >>> toml_value("observer", "plugin.diffsel.scorer"), toml_value(1e-05, "tm.lr_lr"), toml_value([1, 2], "k")
+    ('"observer"', '1e-05', '[1, 2]')
+    """
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ConfigError(f"option {key} = {value}: not a finite number")
+        text = repr(value)
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(toml_value(v, key) for v in value) + "]"
+    elif isinstance(value, Mapping):
+        text = "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v, key)}" for k, v in value.items()) + "}"
+    else:
+        raise ConfigError(f"option {key} = {value!r}: not a TOML value (string, number, boolean, list, table)")
+    if parse_assignment(f"v={text}")["v"] != (list(value) if isinstance(value, tuple) else value):
+        raise ConfigError(f"option {key} = {value!r} does not survive --set {key}={text}; write it another way")
+    return text
+
+
+def flat_options(assignments: Iterable[str], where: str) -> dict[str, Any]:
+    """``["eval.runs=3", ...]`` -> ``{"eval.runs": 3}`` (values read as TOML, as ``dd run --set`` does)."""
+    out: dict[str, Any] = {}
+    for text in assignments:
+        key, sep, _ = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where} {text!r}: expected KEY=VALUE, e.g. eval.runs=3")
+        value = parse_assignment(text)
+        for part in key.strip().split("."):
+            value = value[part]
+        out[key.strip()] = value
+    return out
+
+
+def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested TOML table as dotted keys: ``{"tm": {"iterations": 2}}`` -> ``{"tm.iterations": 2}``."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The grid
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Grid:
+    methods: list[Method]
+    datasets: list[DatasetSpec]
+    ipc: list[int]
+    seeds: list[int]
+    options: dict[str, Any]  # the global options: BASE_OPTIONS, the grid file's `set`, then --set
+    overrides: dict[str, Any]  # the grid file's `set`, then --set: they win over the datasets' and methods' options
+    device: str
+    added: list[str]  # baselines that joined the grid
+
+
+def _list(value: Any, key: str, kind: type, where: str) -> list:
+    if not isinstance(value, list) or not value or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+        raise ConfigError(f"{where}: key '{key}' must be a non-empty list of {kind.__name__}s, got {value!r}")
+    return value
+
+
+def read_grid(path: Path | None) -> tuple[dict[str, Any], dict[str, Method], dict[str, DatasetSpec]]:
+    """The grid file (TOML), or the default grid.
+
+    Keys (all optional; absent ones take the default grid's): ``methods``, ``datasets`` (names),
+    ``ipc``, ``seeds`` (lists), ``set`` (a table of global options, as ``--set``), ``[method.NAME]``
+    (``base`` a method to start from; ``plugins``, ``distill``, ``select``, ``set``, ``evaluations``,
+    ``baselines``, ``starts_from``, ``about``: given keys replace the base's) and ``[dataset."NAME"]``
+    (``plugins``, ``set``). Unknown keys and wrong types are one-line :class:`ConfigError` s naming the file.
+    """
+    methods, datasets = dict(METHODS), {}
+    grid = dict(DEFAULT_GRID)
+    grid["set"] = {}
+    if path is None:
+        return grid, methods, datasets
+    where = f"grid file {path} (option --grid)"
+    data = read_config_file(path)
+    unknown = set(data) - {"methods", "datasets", "ipc", "seeds", "set", "method", "dataset"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for key, kind in (("methods", str), ("datasets", str), ("ipc", int), ("seeds", int)):
+        if key in data:
+            grid[key] = _list(data[key], key, kind, where)
+    if "set" in data:
+        if not isinstance(data["set"], Mapping):
+            raise ConfigError(f"{where}: key 'set' must be a table of options")
+        grid["set"] = flatten(data["set"])
+    for name, table in (data.get("method") or {}).items():
+        fields = {"base", "plugins", "distill", "select", "set", "evaluations", "baselines", "starts_from", "about"}
+        if not isinstance(table, Mapping) or set(table) - fields:
+            raise ConfigError(f"{where}: [method.{name}] may hold only {', '.join(sorted(fields))}")
+        base = table.get("base", name if name in methods else "")
+        if base and base not in methods:
+            raise ConfigError(f"{where}: [method.{name}] base {base!r} is not a method ({', '.join(methods)})")
+        method = methods[base] if base else Method(name)
+        changes: dict[str, Any] = {"name": name}
+        for key in ("plugins", "evaluations", "baselines"):
+            if key in table:
+                changes[key] = tuple(_list(table[key], key, str, f"{where} [method.{name}]")) if table[key] else ()
+        for key in ("distill", "select", "starts_from", "about"):
+            if key in table:
+                if not isinstance(table[key], str):
+                    raise ConfigError(f"{where}: [method.{name}] key '{key}' must be a string")
+                changes[key] = table[key]
+        if "set" in table:
+            changes["options"] = tuple({**dict(method.options), **flatten(table["set"])}.items())
+        methods[name] = dataclasses.replace(method, **changes)
+    for name, table in (data.get("dataset") or {}).items():
+        if not isinstance(table, Mapping) or set(table) - {"plugins", "set"}:
+            raise ConfigError(f'{where}: [dataset."{name}"] may hold only plugins, set')
+        plugins = tuple(_list(table["plugins"], "plugins", str, where)) if table.get("plugins") else ()
+        datasets[name] = DatasetSpec(name, plugins, tuple(flatten(table.get("set") or {}).items()))
+    return grid, methods, datasets
+
+
+def parse_seeds(words: Sequence[str]) -> list[int]:
+    """``["0-4"]`` or ``["0", "2"]`` or ``["0,1"]`` -> seeds (sorted, unique); bad text is a ConfigError.
+
+    >>> parse_seeds(["0-2", "5"])
+    [0, 1, 2, 5]
+    """
+    seeds: set[int] = set()
+    for word in (w for text in words for w in text.split(",") if w):
+        low, dash, high = word.partition("-")
+        try:
+            start, stop = int(low), int(high) if dash else int(low)
+        except ValueError:
+            raise ConfigError(f"--seeds {word!r}: expected integers or ranges like 0-4") from None
+        if start < 0 or stop < start:
+            raise ConfigError(f"--seeds {word!r}: expected seeds >= 0 and ranges low-high with low <= high")
+        seeds.update(range(start, stop + 1))
+    if not seeds:
+        raise ConfigError("--seeds: no seed given")
+    return sorted(seeds)
+
+
+def build_grid(args: argparse.Namespace) -> Grid:
+    """The grid file (or default), narrowed by the flags; every check before any file is written."""
+    grid, methods, datasets = read_grid(args.grid)
+    names = args.methods or grid["methods"]
+    for name in names:
+        if name not in methods:
+            raise ConfigError(f"method {name!r} is not defined (option --methods); methods: {', '.join(methods)}")
+    chosen, added = list(dict.fromkeys(names)), []
+    pending = list(chosen)
+    while pending:  # a method's baselines (and what it starts from) join the grid
+        method = methods[pending.pop(0)]
+        for needed in (*method.baselines, *([method.starts_from] if method.starts_from else [])):
+            if needed not in methods:
+                raise ConfigError(f"method {method.name!r} compares with {needed!r}, which is not defined (option --grid)")
+            if needed not in chosen:
+                chosen.append(needed)
+                added.append(needed)
+                pending.append(needed)
+    order = list(methods)
+    chosen.sort(key=order.index)  # the declared order (built-ins: baselines first)
+    for name in chosen:
+        for evaluation in methods[name].evaluations:
+            if evaluation not in EVALUATIONS:
+                raise ConfigError(f"method {name!r}: evaluation {evaluation!r} unknown; known: {', '.join(EVALUATIONS)}")
+    ipcs = args.ipc or grid["ipc"]
+    if any(k < 1 for k in ipcs):
+        raise ConfigError(f"--ipc {ipcs}: every IPC must be >= 1")
+    seeds = parse_seeds([str(s) for s in grid["seeds"]] if args.seeds is None else args.seeds)
+    if any(s >= 2**32 for s in seeds):
+        raise ConfigError("--seeds: a seed must be below 2^32")
+    overrides = {**grid["set"], **flat_options(args.sets, "--set")}
+    options = {**BASE_OPTIONS, **overrides}
+    for key, value in options.items():
+        toml_value(value, key)
+    for method in (methods[n] for n in chosen):
+        for key, value in method.options:
+            toml_value(value, f"[method.{method.name}] {key}")
+    names = args.datasets or grid["datasets"]
+    specs = [datasets.get(n) or default_dataset(n) for n in dict.fromkeys(names)]
+    return Grid([methods[n] for n in chosen], specs, list(dict.fromkeys(ipcs)), seeds, options, overrides, args.device, added)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cells
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Cell:
+    dataset: DatasetSpec
+    ipc: int
+    seed: int
+    method: Method
+    options: dict[str, Any]  # every --set, merged in precedence order
+    device: str
+
+    @property
+    def plugins(self) -> list[str]:
+        return list(dict.fromkeys([*self.dataset.plugins, *self.method.plugins]))
+
+    def config(self) -> dict[str, Any]:
+        """Everything that shapes the cell's result (the key hashes this)."""
+        return {
+            "dataset": self.dataset.name, "ipc": self.ipc, "seed": self.seed, "method": self.method.name,
+            "plugins": self.plugins, "distill": self.method.distill or "none", "select": self.method.select,
+            "options": dict(sorted(self.options.items())), "device": self.device,
+        }  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset.name.replace('/', '-')}-ipc{self.ipc}-{self.method.name}-seed{self.seed}-{self.key[:8]}"
+
+    def run_args(self) -> list[str]:
+        """The ``dd run`` arguments of this cell (without ``--out``)."""
+        argv = [arg for plugin in self.plugins for arg in ("--plugin", plugin)]
+        argv += ["--dataset", self.dataset.name, "--ipc", str(self.ipc), "--seed", str(self.seed)]
+        if self.method.distill:
+            argv += ["--distill", self.method.distill]
+        if self.method.select:
+            argv += ["--select", self.method.select]
+        if self.device == "cpu":
+            argv.append("--cpu")
+        for key, value in self.options.items():
+            argv += ["--set", f"{key}={toml_value(value, key)}"]
+        return argv
+
+    def run_config(self, cache_dir: str) -> dict[str, Any]:
+        """The config ``dd run <run_args>`` builds (for validating a cell before any work)."""
+        data: dict[str, Any] = {}
+        for key, value in self.options.items():
+            data = deep_merge(data, parse_assignment(f"{key}={toml_value(value, key)}"))
+        data.update(dataset=self.dataset.name, ipc=self.ipc, seed=self.seed, plugins=self.plugins, cpu=self.device == "cpu")
+        for key in ("distill", "select"):
+            if getattr(self.method, key):
+                data[key] = getattr(self.method, key)
+        if cache_dir:
+            data["cache_dir"] = cache_dir
+        return data
+
+
+def applies(key: str, distill: str, plugins: Sequence[str]) -> bool:
+    """Whether global option ``key`` concerns a cell: a distiller's table (``tm.*``) only cells with that
+    distiller, a plugin's section (``plugin.edf.*``) only cells with that plugin; core keys every cell."""
+    from ddcore.config import RunConfig
+
+    top, _, rest = key.partition(".")
+    if top == "plugin":
+        return rest.partition(".")[0] in plugins
+    core = {f.name for f in dataclasses.fields(RunConfig) if f.init}
+    return top in core or top == distill
+
+
+def cells_of(grid: Grid) -> list[Cell]:
+    """Every cell of the grid, dataset-major, then IPC, method, seed."""
+    cells = []
+    for dataset in grid.datasets:
+        for ipc in grid.ipc:
+            for method in grid.methods:
+                plugins = [*dataset.plugins, *method.plugins]
+                mine = {k: v for k, v in grid.overrides.items() if applies(k, method.distill or "none", plugins)}
+                # later wins: the base, the dataset's, the method's, then the grid file's `set` and --set
+                options = {**BASE_OPTIONS, **dict(dataset.options), **dict(method.options), **mine}
+                for seed in grid.seeds:
+                    cells.append(Cell(dataset, ipc, seed, method, dict(options), grid.device))
+    return cells
+
+
+def global_options(grid: Grid) -> dict[str, Any]:
+    """What applies to every cell: the device and the global options. A results file holds one such set."""
+    return {"device": grid.device, "set": dict(sorted(grid.options.items()))}
+
+
+def globals_hash(globals_: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(globals_, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# The results file
+# ----------------------------------------------------------------------------------------------
+
+
+def read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """The results file's records by cell key (a later line for a key wins; a torn last line is skipped)."""
+    if not path.exists():
+        return {}
+    records: dict[str, dict[str, Any]] = {}
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # no newline after it: a write cut short; that cell runs again
+                print(f"note: {path}:{number} is an unfinished line (a cut write); that cell runs again", file=sys.stderr)
+                continue
+            raise ConfigError(f"{path}:{number} is not a JSON line; repair or remove it (option --out)") from None
+        if not isinstance(record, dict) or "key" not in record or "status" not in record:
+            raise ConfigError(f"{path}:{number} is not a quality.py record; use another --out")
+        records[record["key"]] = record
+    return records
+
+
+def append_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON line: a single ``write`` under ``O_APPEND``, then fsync (a line is whole or absent).
+
+    A last line without its newline (a write cut short) is cut off first; its cell was not recorded.
+    """
+    from ddcore.atomic import non_finite_paths
+
+    bad = non_finite_paths(record)
+    if bad:
+        raise ValueError(f"record for {record.get('key')} holds non-finite numbers at {', '.join(bad)}")
+    data = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        existing = path.read_bytes()
+        if existing and not existing.endswith(b"\n"):  # a write cut short (never a whole record): drop it
+            os.ftruncate(fd, existing.rfind(b"\n") + 1)
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_globals(records: Mapping[str, Mapping[str, Any]], current: Mapping[str, Any], path: Path, allow: bool) -> None:
+    """Refuse a results file whose cells were made with other global options (unless ``allow``)."""
+    mine = globals_hash(current)
+    others = [r for r in records.values() if r.get("globals_hash") != mine]
+    if not others or allow:
+        return
+    theirs = others[0].get("globals") or {}
+    old_set, new_set = theirs.get("set") or {}, current["set"]
+    shown = lambda table, key: json.dumps(table[key]) if key in table else "unset"  # noqa: E731
+    changes = [f"device {theirs.get('device')} -> {current['device']}"] if theirs.get("device") != current["device"] else []
+    changes += [f"{k} {shown(old_set, k)} -> {shown(new_set, k)}" for k in sorted(set(old_set) | set(new_set))
+                if old_set.get(k, ...) != new_set.get(k, ...)]  # fmt: skip
+    raise ConfigError(
+        f"{path} holds {len(others)} cell(s) made with other global options ({'; '.join(changes) or 'another format'}); "
+        "use another --out, or pass --allow-other-globals to add this grid's cells beside them"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a cell
+# ----------------------------------------------------------------------------------------------
+
+
+def one_line_error(stderr: str, returncode: int) -> str:
+    """The ``Error: ...`` line ``dd`` printed (the last one), else the last non-empty line, else the exit status."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error")]
+    text = errors[-1] if errors else (lines[-1] if lines else "")
+    return f"exit {returncode}: {text}" if text else f"exit {returncode} with no message"
+
+
+def extract(metrics: Mapping[str, Any], method: Method) -> dict[str, Any]:
+    """The cell's figures per evaluation (``acc``: the mean over networks; ``runs``: each network); raises
+    ``ValueError`` naming a missing or non-finite metric (never a silently missing number)."""
+    out: dict[str, Any] = {}
+    for evaluation in method.evaluations:
+        prefix = EVALUATIONS[evaluation]
+        mean, runs = metrics.get(f"{prefix}_mean"), metrics.get(f"{prefix}_runs")
+        if not isinstance(mean, (int, float)) or not isinstance(runs, list) or not runs:
+            raise ValueError(f"the run reported no {prefix}_mean/{prefix}_runs (evaluation {evaluation!r})")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in [mean, *runs]):
+            raise ValueError(f"the run reported a non-finite {prefix} figure")
+        out[evaluation] = {"acc": float(mean), "runs": [float(v) for v in runs]}
+    if isinstance(metrics.get("eval/initial_acc_runs"), list):
+        out["initial_runs"] = [float(v) for v in metrics["eval/initial_acc_runs"]]
+    return out
+
+
+def run_cell(cell: Cell, run_dir: Path, log: Path, cache_dir: str) -> tuple[dict[str, Any], float]:
+    """``python -m ddcore_cli run`` for ``cell`` into ``run_dir``; returns (record fields, seconds).
+
+    A run directory left by an interrupted attempt is replaced (``--overwrite``; a folder without a
+    manifest is removed first). Its stderr goes to ``log``. KeyboardInterrupt propagates.
+    """
+    if run_dir.exists() and not (run_dir / "manifest.json").exists():
+        shutil.rmtree(run_dir)
+    argv = [sys.executable, "-m", "ddcore_cli", "run", *cell.run_args(), "--out", str(run_dir), "--overwrite", "--quiet", "--json"]
+    if cache_dir:
+        argv += ["--cache-dir", cache_dir]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    from ddcore.atomic import write_text
+
+    write_text(log, done.stderr)
+    if done.returncode != 0:
+        return {"status": "failed", "error": one_line_error(done.stderr, done.returncode)}, seconds
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["metrics"]
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        figures = extract(metrics, cell.method)
+    except (OSError, ValueError, KeyError) as exc:
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, seconds
+    stages = {name: stage.get("seconds") for name, stage in (manifest.get("stages") or {}).items() if isinstance(stage, Mapping)}
+    return {"status": "complete", "figures": figures, "metrics": metrics, "stages": stages}, seconds
+
+
+def validate_cells(cells: Sequence[Cell], cache_dir: str) -> None:
+    """Every distinct (dataset, IPC, method) config through ``dd run``'s own checks (no work, nothing written)."""
+    from ddcore.runner import Pipeline
+
+    seen: set[tuple[str, int, str]] = set()
+    for cell in cells:
+        if (cell.dataset.name, cell.ipc, cell.method.name) in seen:
+            continue
+        seen.add((cell.dataset.name, cell.ipc, cell.method.name))
+        try:
+            Pipeline(cell.run_config(cache_dir), write=False)
+        except DDError as exc:
+            raise ConfigError(f"cell {cell.dataset.name} IPC {cell.ipc} method {cell.method.name}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------
+
+
+def table_rows(grid: Grid, cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per dataset x IPC x method x evaluation, from the current grid's cells only."""
+    by = {(c.dataset.name, c.ipc, c.method.name, c.seed): c for c in cells}
+    rows = []
+    for dataset in grid.datasets:
+        for ipc in grid.ipc:
+            for method in grid.methods:
+                mine = [by[(dataset.name, ipc, method.name, s)] for s in grid.seeds]
+                done = {c.seed: records[c.key] for c in mine if records.get(c.key, {}).get("status") == "complete"}
+                failed = {c.seed: records[c.key]["error"] for c in mine if records.get(c.key, {}).get("status") == "failed"}
+                for evaluation in method.evaluations:
+                    # a cell recorded before its method reported this evaluation has no figure for it: not done
+                    per_seed = {s: r["figures"][evaluation]["acc"] for s, r in sorted(done.items()) if evaluation in r["figures"]}
+                    accs = list(per_seed.values())
+                    row: dict[str, Any] = {
+                        "dataset": dataset.name, "ipc": ipc, "method": method.name, "evaluation": evaluation,
+                        "n": len(accs), "mean": statistics.fmean(accs) if accs else None,
+                        "std": statistics.stdev(accs) if len(accs) > 1 else None,
+                        "per_seed": {str(s): {"acc": a, "run_dir": done[s]["run_dir"], "key": done[s]["key"]} for s, a in per_seed.items()},
+                        "failed": {str(s): e for s, e in failed.items()}, "missing": len(grid.seeds) - len(accs) - len(failed),
+                        "vs": {},
+                    }  # fmt: skip
+                    for base in method.baselines:
+                        base_method = next(m for m in grid.methods if m.name == base)
+                        if evaluation not in base_method.evaluations:
+                            continue
+                        base_cells = {s: by[(dataset.name, ipc, base, s)] for s in grid.seeds}
+                        base_acc = {s: records[c.key]["figures"][evaluation]["acc"] for s, c in base_cells.items()
+                                    if records.get(c.key, {}).get("status") == "complete"
+                                    and evaluation in records[c.key]["figures"]}  # fmt: skip
+                        common = [s for s in per_seed if s in base_acc]
+                        if common:
+                            stats = paired_stats([per_seed[s] - base_acc[s] for s in common])
+                            row["vs"][base] = {**stats, "seeds": common}
+                        else:
+                            row["vs"][base] = {"n": 0}
+                    if method.starts_from and evaluation == "hard":
+                        row["start_check"] = start_check(dataset.name, ipc, method, by, records, done)
+                    rows.append(row)
+    return rows
+
+
+def start_check(dataset: str, ipc: int, method: Method, by, records, done) -> dict[str, Any]:
+    """Largest |initial - start method| over networks and seeds: the pairing, measured (0 on a CPU)."""
+    worst, checked = 0.0, []
+    for seed, record in done.items():
+        base = records.get(by[(dataset, ipc, method.starts_from, seed)].key, {})
+        initial = record["figures"].get("initial_runs")
+        if base.get("status") != "complete" or initial is None:
+            continue
+        start = base["figures"].get("hard", {}).get("runs", [])
+        if len(start) != len(initial):
+            return {"seeds": checked, "max_abs_diff": None, "note": f"seed {seed}: {len(initial)} vs {len(start)} networks"}
+        worst = max(worst, *(abs(a - b) for a, b in zip(initial, start)))
+        checked.append(seed)
+    return {"seeds": checked, "max_abs_diff": worst if checked else None}
+
+
+def fmt_diff(vs: Mapping[str, Any]) -> str:
+    if not vs.get("n"):
+        return "no paired seeds"
+    text = f"{vs['mean']:+.2f}"
+    if vs.get("low") is None:
+        return f"{text} (1 seed, no interval)"
+    return f"{text} [{vs['low']:+.2f}, {vs['high']:+.2f}] (n={vs['n']})"
+
+
+def markdown(rows: Sequence[Mapping[str, Any]], command: str, grid: Grid) -> str:
+    out = [
+        "| dataset | IPC | method | evaluation | seeds | accuracy % (mean ± std over seeds) | paired difference vs baseline, "
+        "points (95% t-interval over seeds) | not done |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for row in rows:
+        acc = "—" if row["n"] == 0 else f"{row['mean']:.2f}" + (f" ± {row['std']:.2f}" if row["std"] is not None else " (1 seed)")
+        vs = "; ".join(f"vs {b}: {fmt_diff(v)}" for b, v in row["vs"].items()) or "(baseline)"
+        gaps = [f"{len(row['failed'])} failed"] if row["failed"] else []
+        gaps += [f"{row['missing']} not run"] if row["missing"] else []
+        out.append(f"| {row['dataset']} | {row['ipc']} | {row['method']} | {row['evaluation']} | {row['n']} | {acc} | {vs} | "
+                   f"{', '.join(gaps) or ''} |")  # fmt: skip
+        for seed, error in row["failed"].items():
+            notes.append(f"- failed: {row['dataset']} IPC {row['ipc']} {row['method']} seed {seed}: {error}")
+        check = row.get("start_check")
+        if check and check.get("seeds"):
+            if check.get("max_abs_diff"):
+                notes.append(f"- pairing: {row['dataset']} IPC {row['ipc']} {row['method']}: its starting images evaluate up to "
+                             f"{check['max_abs_diff']:.2f} points away from the start method's (seeds {check['seeds']})")  # fmt: skip
+            elif check.get("max_abs_diff") == 0:
+                notes.append(f"- pairing verified: {row['dataset']} IPC {row['ipc']} {row['method']} starts from the same images "
+                             f"as its start method (equal accuracies of the same networks, seeds {check['seeds']})")  # fmt: skip
+    header = [
+        f"Test accuracy (%), per seed the mean over the run's evaluation networks; seeds {grid.seeds}; "
+        f"device {grid.device}; global options {json.dumps(grid.options, sort_keys=True)}.",
+        "",
+    ]
+    if grid.added:
+        header += [f"Baselines added to the grid: {', '.join(grid.added)}.", ""]
+    footer = ["", *notes, "", "Reproduce: `" + command + "`"]
+    return "\n".join([*header, *out, *footer]) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------
+
+
+def reproduce_command(args: argparse.Namespace, grid: Grid) -> str:
+    argv = ["OMP_NUM_THREADS=1", ".venv/bin/python", "bench/quality.py"]
+    if args.grid:
+        argv += ["--grid", str(args.grid)]
+    if args.methods:
+        argv += ["--methods", *args.methods]
+    if args.datasets:
+        argv += ["--datasets", *args.datasets]
+    if args.ipc:
+        argv += ["--ipc", *map(str, args.ipc)]
+    if args.seeds is not None:
+        argv += ["--seeds", *args.seeds]
+    argv += ["--device", grid.device]
+    for text in args.sets:
+        argv += ["--set", text]
+    argv += ["--out", str(args.out)]
+    return " ".join(shlex.quote(a) if i else a for i, a in enumerate(argv))
+
+
+def estimate(cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]]) -> tuple[float, int]:
+    """Seconds the unfinished cells would take, from finished cells of the same method and IPC (same
+    dataset first); and how many unfinished cells had nothing to go by."""
+    seconds: dict[tuple, list[float]] = {}
+    for cell in cells:
+        record = records.get(cell.key)
+        if record and record.get("status") == "complete":
+            for key in ((cell.dataset.name, cell.ipc, cell.method.name), (cell.ipc, cell.method.name)):
+                seconds.setdefault(key, []).append(record["seconds"])
+    total, unknown = 0.0, 0
+    for cell in cells:
+        if records.get(cell.key, {}).get("status") == "complete":
+            continue
+        known = seconds.get((cell.dataset.name, cell.ipc, cell.method.name)) or seconds.get((cell.ipc, cell.method.name))
+        if known:
+            total += statistics.median(known)
+        else:
+            unknown += 1
+    return total, unknown
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min`` or ``3.20 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder of the results file and the run directories")
+    parser.add_argument("--grid", type=Path, help="grid file (TOML) instead of the default grid")
+    parser.add_argument("--methods", nargs="+", help=f"methods (built-in: {', '.join(METHODS)})")
+    parser.add_argument("--datasets", nargs="+", help="dataset names")
+    parser.add_argument("--ipc", nargs="+", type=int, help="images per class")
+    parser.add_argument("--seeds", nargs="+", help="seeds: 0 1 2, 0,1,2 or 0-4")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (dd run --cpu) or cuda (needs a GPU)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a run option for every cell (dd run --set); wins over the methods' own")  # fmt: skip
+    parser.add_argument("--cache-dir", default="", help="dd run --cache-dir for every cell (not part of a cell's key)")
+    parser.add_argument("--skip-failed", action="store_true", help="do not rerun cells recorded as failed")
+    parser.add_argument("--allow-other-globals", action="store_true", help="accept a results file with other global options")
+    parser.add_argument("--report", action="store_true", help="only print the table from the results file")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells to run and their commands; run nothing")
+    parser.add_argument("--no-validate", action="store_true", help="skip dd run's up-front checks of each cell config")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--json", dest="json_out", type=Path, help="also write the rows (per seed, run dirs) as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, runner: Callable[..., tuple[dict[str, Any], float]] = run_cell) -> int:
+    """The script; ``runner(cell, run_dir, log, cache_dir)`` runs one cell (tests may pass their own)."""
+    args = parse_args(argv)
+    try:
+        return _main(args, runner)
+    except DDError as exc:
+        print(exc.cli_message(), file=sys.stderr)
+        return exc.exit_code
+
+
+def _main(args: argparse.Namespace, runner) -> int:
+    grid = build_grid(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file; give a folder")
+    for path, option in ((args.markdown, "--markdown"), (args.json_out, "--json")):
+        if path is not None and path.is_dir():
+            raise ConfigError(f"{option} {path} is a folder; give a file name")
+    if grid.device == "cuda" and not (args.report or args.dry_run):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda but torch sees no CUDA device; use --device cpu")
+    cells = cells_of(grid)
+    results = args.out / RESULTS_FILE
+    records = read_results(results)
+    current = global_options(grid)
+    check_globals(records, current, results, args.allow_other_globals)
+    todo = [c for c in cells if records.get(c.key, {}).get("status") != "complete"
+            and not (args.skip_failed and records.get(c.key, {}).get("status") == "failed")]  # fmt: skip
+    todo.sort(key=lambda c: grid.seeds.index(c.seed))  # seed by seed (stable): an interrupted grid has whole pairs
+    command = reproduce_command(args, grid)
+    if args.dry_run:
+        left, unknown = estimate(cells, records)
+        for cell in todo:
+            print(f"{cell.name}: dd run {shlex.join(cell.run_args())}")
+        known = f"estimated {duration(left)} from finished cells" if left else "no finished cell to estimate from"
+        print(f"{len(todo)} of {len(cells)} cells to run; {known}"
+              + (f" (+ {unknown} cells with nothing to go by)" if unknown and left else ""))  # fmt: skip
+        return 0
+    if not args.report and todo:
+        if not args.no_validate and runner is run_cell:
+            validate_cells(todo, args.cache_dir)
+        (args.out / "runs").mkdir(parents=True, exist_ok=True)
+        (args.out / "logs").mkdir(exist_ok=True)
+        lock = open(args.out / LOCK_FILE, "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another bench/quality.py is running on --out {args.out}; wait for it or use another --out") from None
+        try:
+            run_all(todo, cells, records, results, current, args, runner)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; finished cells are in {results}; rerun the same command to continue", file=sys.stderr)
+            return 130
+        finally:
+            lock.close()
+        records = read_results(results)
+    rows = table_rows(grid, cells, records)
+    text = markdown(rows, command, grid)
+    print(text)
+    from ddcore.atomic import write_json, write_text
+
+    if args.markdown:
+        write_text(args.markdown, text)
+    if args.json_out:
+        write_json(args.json_out, {"command": command, "globals": current, "seeds": grid.seeds,
+                                   "baselines_added": grid.added, "rows": rows})  # fmt: skip
+    return 0
+
+
+def run_all(todo, cells, records, results: Path, current, args, runner) -> None:
+    for number, cell in enumerate(todo, 1):
+        left, unknown = estimate(cells, records)
+        eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "") if left else ""
+        print(f"[{number}/{len(todo)}] {cell.name}{eta}", file=sys.stderr, flush=True)
+        run_dir = args.out / "runs" / cell.name
+        fields, seconds = runner(cell, run_dir, args.out / "logs" / f"{cell.name}.log", args.cache_dir)
+        record = {
+            "format": FORMAT, "key": cell.key, "cell": cell.config(), "seed": cell.seed,
+            "run_dir": str(Path("runs") / cell.name), "command": "dd run " + shlex.join([*cell.run_args(), "--out", str(run_dir)]),
+            "globals": current, "globals_hash": globals_hash(current), "seconds": seconds,
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **fields,
+        }  # fmt: skip
+        append_record(results, record)
+        records[cell.key] = record
+        if record["status"] == "failed":
+            print(f"  failed: {record['error']}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

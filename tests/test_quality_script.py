@@ -1,0 +1,302 @@
+"""bench/quality.py (issue 17, part 5): the grid, the resumable results file, the pairing and the statistics.
+
+The fast tests drive the script with a stand-in cell runner whose accuracies are a known function of
+(method, seed); the slow one runs real ``dd run`` cells on digits and checks the pairing on the saved images.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
+# t(0.975, 2), from standard tables (NIST/SEMATECH e-Handbook 1.3.6.7.2: 4.303)
+T_975_DF2 = 4.3027
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("ddcore_bench_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module by name
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------
+
+
+def test_paired_stats_known_numbers(quality):
+    s = quality.paired_stats([1.0, 2.0, 3.0])
+    assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == 1.0
+    assert s["t"] == pytest.approx(T_975_DF2, abs=1e-4)
+    half = T_975_DF2 * 1.0 / math.sqrt(3)
+    assert s["low"] == pytest.approx(2.0 - half, abs=1e-4) and s["high"] == pytest.approx(2.0 + half, abs=1e-4)
+
+
+def test_paired_stats_one_seed_has_no_interval_and_bad_values_are_refused(quality):
+    one = quality.paired_stats([2.5])
+    assert (one["mean"], one["low"], one["high"], one["std"]) == (2.5, None, None, None)
+    with pytest.raises(ValueError, match="no differences"):
+        quality.paired_stats([])
+    with pytest.raises(ValueError, match="non-finite"):
+        quality.paired_stats([1.0, float("nan")])
+
+
+def test_toml_values_read_back_as_dd_run_reads_them(quality):
+    from ddcore.config import parse_assignment
+
+    for value in ("observer", 'a "quoted" name', 1e-05, 0.1, 3, True, [1, 2], ["x"], {"a": 1}):
+        assert parse_assignment(f"k={quality.toml_value(value, 'k')}")["k"] == value
+    with pytest.raises(quality.ConfigError, match="not a finite number"):
+        quality.toml_value(float("inf"), "tm.lr_img")
+
+
+# ----------------------------------------------------------------------------------------------
+# The grid, driven with a stand-in runner
+# ----------------------------------------------------------------------------------------------
+
+
+def accuracy(method: str, seed: int) -> float:
+    """The stand-in runner's accuracy: a known function of method and seed (not of the order cells run in)."""
+    return {"random": 50.0, "tm": 55.0, "edf": 56.0}[method] + 1.5 * seed + (0.7 * seed * seed if method != "random" else 0.0)
+
+
+class FakeRunner:
+    """Records the cells it is asked to run; 'fails' lists (method, seed) cells that fail."""
+
+    def __init__(self, fails=()):
+        self.calls, self.fails = [], set(fails)
+
+    def __call__(self, cell, run_dir, log, cache_dir):
+        self.calls.append((cell.method.name, cell.seed))
+        if (cell.method.name, cell.seed) in self.fails:
+            return {"status": "failed", "error": "exit 2: Error: something the user can fix"}, 0.5
+        acc = accuracy(cell.method.name, cell.seed)
+        figures = {"hard": {"acc": acc, "runs": [acc - 1.0, acc + 1.0]}}
+        if cell.method.starts_from:
+            start = accuracy(cell.method.starts_from, cell.seed)
+            figures["initial_runs"] = [start - 1.0, start + 1.0]
+        return {"status": "complete", "figures": figures, "metrics": {"eval/acc_mean": acc}, "stages": {}}, 2.0
+
+
+def grid_args(out: Path, *extra: str) -> list[str]:
+    return ["--out", str(out), "--datasets", "digits", "--methods", "tm", "edf", "--ipc", "1", "--seeds", "0-2", *extra]
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_grid_runs_every_cell_once_and_the_table_is_the_hand_computation(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    runner = FakeRunner()
+    assert quality.main([*grid_args(out), "--json", str(tmp_path / "t.json")], runner=runner) == 0
+    # edf's baselines (random, tm) joined the grid; 3 methods x 3 seeds, each once
+    assert sorted(runner.calls) == sorted((m, s) for m in ("random", "tm", "edf") for s in (0, 1, 2))
+    lines = records(out)
+    assert len(lines) == 9 and len({r["key"] for r in lines}) == 9
+    assert all(r["status"] == "complete" and r["run_dir"].startswith("runs/") for r in lines)
+    assert {(r["cell"]["method"], r["seed"]) for r in lines} == set(runner.calls)
+
+    # the paired difference and its interval, by hand from the recorded per-cell accuracies
+    acc = {(r["cell"]["method"], r["seed"]): r["figures"]["hard"]["acc"] for r in lines}
+    table = json.loads((tmp_path / "t.json").read_text())
+    rows = {(row["method"], row["evaluation"]): row for row in table["rows"]}
+    for method, base in (("tm", "random"), ("edf", "random"), ("edf", "tm")):
+        diffs = [acc[(method, s)] - acc[(base, s)] for s in (0, 1, 2)]
+        half = T_975_DF2 * statistics.stdev(diffs) / math.sqrt(3)
+        got = rows[(method, "hard")]["vs"][base]
+        assert got["mean"] == pytest.approx(statistics.fmean(diffs), abs=1e-12)
+        assert got["low"] == pytest.approx(statistics.fmean(diffs) - half, abs=1e-3)
+        assert got["high"] == pytest.approx(statistics.fmean(diffs) + half, abs=1e-3)
+        assert got["seeds"] == [0, 1, 2]
+    tm = rows[("tm", "hard")]
+    assert tm["mean"] == pytest.approx(statistics.fmean(acc[("tm", s)] for s in (0, 1, 2)))
+    assert tm["std"] == pytest.approx(statistics.stdev(acc[("tm", s)] for s in (0, 1, 2)))
+    assert tm["start_check"] == {"seeds": [0, 1, 2], "max_abs_diff": 0.0}
+    text = capsys.readouterr().out
+    assert "pairing verified: digits IPC 1 tm" in text and "Reproduce: `" in text and "--seeds 0-2" in text
+
+    # a rerun does no work and leaves the results file as it was
+    before = (out / "results.jsonl").read_bytes()
+    again = FakeRunner()
+    assert quality.main(grid_args(out), runner=again) == 0
+    assert again.calls == [] and (out / "results.jsonl").read_bytes() == before
+
+
+def test_failed_cell_is_recorded_shown_and_rerun(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert quality.main(grid_args(out), runner=FakeRunner(fails={("tm", 1)})) == 0
+    failed = [r for r in records(out) if r["status"] == "failed"]
+    assert [(r["cell"]["method"], r["seed"], r["error"]) for r in failed] == [("tm", 1, "exit 2: Error: something the user can fix")]
+    text = capsys.readouterr().out
+    assert "| digits | 1 | tm | hard | 2 |" in text and "1 failed" in text
+    assert "failed: digits IPC 1 tm seed 1: exit 2: Error: something the user can fix" in text
+    keep = FakeRunner()
+    assert quality.main([*grid_args(out), "--skip-failed"], runner=keep) == 0
+    assert keep.calls == []
+    retry = FakeRunner()
+    assert quality.main(grid_args(out), runner=retry) == 0
+    assert retry.calls == [("tm", 1)]  # only the failed cell; its new line wins
+    assert "| digits | 1 | tm | hard | 3 |" in capsys.readouterr().out
+
+
+def test_other_global_options_are_refused_unless_allowed(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert quality.main(grid_args(out), runner=FakeRunner()) == 0
+    capsys.readouterr()
+    runner = FakeRunner()
+    assert quality.main([*grid_args(out), "--set", "eval.runs=5"], runner=runner) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval.runs unset -> 5" in err and "--allow-other-globals" in err
+    assert runner.calls == []
+    assert quality.main([*grid_args(out), "--set", "eval.runs=5", "--allow-other-globals"], runner=runner) == 0
+    assert len(runner.calls) == 9 and len(records(out)) == 18  # new keys beside the old cells
+
+
+def test_torn_last_line_is_skipped_and_that_cell_runs_again(quality, tmp_path):
+    out = tmp_path / "q"
+    assert quality.main(grid_args(out), runner=FakeRunner()) == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    (out / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    runner = FakeRunner()
+    assert quality.main(grid_args(out), runner=runner) == 0
+    assert runner.calls == [(last["cell"]["method"], last["seed"])]
+    assert len(records(out)) == 9  # the torn line was cut off; the new record replaced it
+
+
+def test_bad_input_is_one_line_and_writes_nothing(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    cases = [
+        (["--methods", "nope"], "method 'nope' is not defined (option --methods)"),
+        (["--seeds", "3-1"], "--seeds '3-1'"),
+        (["--ipc", "0"], "every IPC must be >= 1"),
+        (["--set", "novalue"], "--set 'novalue': expected KEY=VALUE"),
+        (["--set", "tm.lr_img=nan"], "not a finite number"),
+    ]
+    for extra, message in cases:
+        assert quality.main(["--out", str(out), "--datasets", "digits", *extra], runner=FakeRunner()) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("Error: ") and message in err, err
+    grid = tmp_path / "grid.toml"
+    grid.write_text('methods = ["tm"]\nipcs = [1]\n')
+    assert quality.main(["--out", str(out), "--grid", str(grid)], runner=FakeRunner()) == 2
+    assert "unknown key(s) ipcs" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_grid_file_declares_methods_datasets_and_global_options(quality, tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        'methods = ["edf-b2"]\ndatasets = ["compdd/proxy-hard"]\nipc = [10]\nseeds = [0, 1]\n'
+        '[set]\neval.runs = 2\ntm.iterations = 7\nplugin.edf.interval = 5\n'
+        '[method.edf-b2]\nbase = "edf"\nset = {"plugin.edf.beta" = 2.0}\n'
+    )
+    args = quality.parse_args(["--out", str(tmp_path / "q"), "--grid", str(grid), "--seeds", "1"])
+    g = quality.build_grid(args)
+    assert [m.name for m in g.methods] == ["random", "tm", "edf-b2"] and g.added == ["random", "tm"]
+    assert g.seeds == [1] and g.ipc == [10]
+    cells = {c.method.name: c for c in quality.cells_of(g)}
+    assert set(cells) == {"random", "tm", "edf-b2"}
+    # a distiller's table and a plugin's section reach only the cells that use them
+    assert cells["random"].options == {"holdout": "always", "validation": 0.1, "plugin.compdd.evaluate": "off", "eval.runs": 2}
+    assert cells["tm"].options["tm.iterations"] == 7 and "plugin.edf.interval" not in cells["tm"].options
+    edf = cells["edf-b2"]
+    assert edf.options["plugin.edf.beta"] == 2.0 and edf.options["plugin.edf.interval"] == 5
+    argv = edf.run_args()
+    assert argv[:4] == ["--plugin", "compdd", "--plugin", "edf"] and "--cpu" in argv and "--distill" in argv
+    assert len({c.key for c in cells.values()}) == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Real cells
+# ----------------------------------------------------------------------------------------------
+
+TINY = ["workers=0", "eval.runs=2", "eval.epochs=2", "eval.width=8", "eval.batch_size=64", "experts.num=1",
+        'tm.preset="none"', "tm.iterations=2", "tm.syn_steps=2", "tm.expert_epochs=1", "tm.max_start_epoch=1",
+        "tm.cur_max_start_epoch=1", "tm.expansion_end=1", "tm.checkpoint_every=0"]  # fmt: skip
+
+
+def refuse(cell, run_dir, log, cache_dir):
+    raise AssertionError(f"a rerun ran {cell.name}")
+
+
+@pytest.mark.slow
+def test_digits_grid_real_runs_pair_by_seed_and_resume(quality, tmp_path):
+    out = tmp_path / "q"
+    argv = ["--out", str(out), "--datasets", "digits", "--methods", "random", "tm", "--ipc", "1", "--seeds", "0-1",
+            "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "t.json"), *[a for s in TINY for a in ("--set", s)]]  # fmt: skip
+    assert quality.main(argv) == 0
+    lines = records(out)
+    assert sorted((r["cell"]["method"], r["seed"], r["status"]) for r in lines) == [
+        ("random", 0, "complete"), ("random", 1, "complete"), ("tm", 0, "complete"), ("tm", 1, "complete")]  # fmt: skip
+    by = {(r["cell"]["method"], r["seed"]): r for r in lines}
+
+    # the recorded accuracy is the run's own test-split figure
+    for record in lines:
+        metrics = json.loads((out / record["run_dir"] / "metrics.json").read_text())["metrics"]
+        assert record["figures"]["hard"]["acc"] == metrics["eval/acc_mean"]
+
+    # pairing: the tm run of a seed started from exactly the images the random run of that seed evaluated
+    for seed in (0, 1):
+        selected = torch.load(out / by[("random", seed)]["run_dir"] / "distilled.pt", weights_only=False)
+        start = torch.load(out / by[("tm", seed)]["run_dir"] / "checkpoints" / "initial.pt", weights_only=False)
+        assert torch.equal(selected["images"], start["images"]) and torch.equal(selected["labels"], start["labels"])
+        assert by[("tm", seed)]["figures"]["initial_runs"] == by[("random", seed)]["figures"]["hard"]["runs"]
+    first, second = (torch.load(out / by[("random", s)]["run_dir"] / "distilled.pt", weights_only=False) for s in (0, 1))
+    assert not torch.equal(first["images"], second["images"])  # another seed, another selection
+
+    # the table's paired difference and interval, by hand from the recorded per-cell accuracies
+    diffs = [by[("tm", s)]["figures"]["hard"]["acc"] - by[("random", s)]["figures"]["hard"]["acc"] for s in (0, 1)]
+    from scipy.stats import t as student_t
+
+    half = float(student_t.ppf(0.975, 1)) * statistics.stdev(diffs) / math.sqrt(2)
+    row = next(r for r in json.loads((tmp_path / "t.json").read_text())["rows"] if r["method"] == "tm")
+    assert row["vs"]["random"]["mean"] == pytest.approx(statistics.fmean(diffs), abs=1e-12)
+    assert row["vs"]["random"]["low"] == pytest.approx(statistics.fmean(diffs) - half, abs=1e-9)
+    assert row["vs"]["random"]["high"] == pytest.approx(statistics.fmean(diffs) + half, abs=1e-9)
+    assert row["start_check"] == {"seeds": [0, 1], "max_abs_diff": 0.0}
+
+    # a rerun does no work
+    before = (out / "results.jsonl").read_bytes()
+    assert quality.main(argv, runner=refuse) == 0
+    assert (out / "results.jsonl").read_bytes() == before
+
+
+def test_docstring_examples(quality):
+    import doctest
+
+    failures, tried = doctest.testmod(quality)
+    assert failures == 0 and tried >= 4
+
+
+class BrokenPairing(FakeRunner):
+    """tm's starting images evaluate 0.25 points away from random's at seed 1 (as a different start would)."""
+
+    def __call__(self, cell, run_dir, log, cache_dir):
+        fields, seconds = super().__call__(cell, run_dir, log, cache_dir)
+        if cell.method.name == "tm" and cell.seed == 1:
+            fields["figures"]["initial_runs"] = [v + 0.25 for v in fields["figures"]["initial_runs"]]
+        return fields, seconds
+
+
+def test_a_start_that_differs_from_the_baseline_selection_is_reported(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert quality.main([*grid_args(out), "--json", str(tmp_path / "t.json")], runner=BrokenPairing()) == 0
+    text = capsys.readouterr().out
+    assert "pairing: digits IPC 1 tm: its starting images evaluate up to 0.25 points away" in text
+    assert "pairing verified: digits IPC 1 edf" in text
+    rows = {row["method"]: row for row in json.loads((tmp_path / "t.json").read_text())["rows"]}
+    assert rows["tm"]["start_check"]["max_abs_diff"] == pytest.approx(0.25)
