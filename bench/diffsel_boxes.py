@@ -126,6 +126,11 @@ def true_boxes(dataset, positions: list[int]) -> torch.Tensor:
     return torch.as_tensor(boxes["train"], dtype=torch.long)[rows]
 
 
+def cache_dir(args) -> dict[str, str]:
+    """``cache_dir`` for the run's config when ``--cache-dir`` is given (a longer prior kept apart from the shared cache)."""
+    return {"cache_dir": args.cache_dir} if args.cache_dir else {}
+
+
 def diffusion_rows(args, name: str) -> list[dict[str, Any]]:
     from ddcore import build_run_context
     from ddcore_diffsel.scorers import DiffusionScorer
@@ -136,7 +141,7 @@ def diffusion_rows(args, name: str) -> list[dict[str, Any]]:
     for contrast in args.contrasts:
         options = {"train": train, "contrast": contrast, "timesteps": args.timesteps, "n_noise": args.n_noise}
         ctx = build_run_context({"dataset": name, "seed": args.seed, "ipc": 1, "cpu": True, "eval": {"runs": 0},
-                                 "plugin": {"diffsel": options}}, ["diffsel", "compdd"], quiet=True)  # fmt: skip
+                                 **cache_dir(args), "plugin": {"diffsel": options}}, ["diffsel", "compdd"], quiet=True)  # fmt: skip
         dataset, config = ctx.dataset, ctx.plugin_config("diffsel")
         prior, resolution = resolve_prior(ctx, dataset, config)  # prior = "auto": as dd run trains or loads it
         record = ctx.records.get("diffsel/prior", {})
@@ -172,7 +177,7 @@ def observer_rows(args, name: str) -> list[dict[str, Any]]:
     from ddcore_diffsel.scorers import ObserverScorer
 
     ctx = build_run_context({"dataset": name, "seed": args.seed, "ipc": 1, "cpu": True, "eval": {"runs": 0},
-                             "plugin": {"diffsel": {"scorer": "observer"}}}, ["diffsel", "compdd"], quiet=True)  # fmt: skip
+                             **cache_dir(args), "plugin": {"diffsel": {"scorer": "observer"}}}, ["diffsel", "compdd"], quiet=True)  # fmt: skip
     dataset, config = ctx.dataset, ctx.plugin_config("diffsel")
     teacher = load_teacher(ctx, dataset, config.teacher, config.teacher_epochs)
     side = dataset.image_shape[-1]
@@ -206,6 +211,7 @@ def main() -> None:
     parser.add_argument("--no-observer", action="store_true")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-dir", default="", help="ddcore cache folder (default: ddcore's)")
     parser.add_argument("--json", dest="json_out", default="")
     args = parser.parse_args()
     if args.per_class < 1:

@@ -79,7 +79,7 @@ def dd_register_datasets(register: Callable[..., None]) -> None:
     )
     register(
         "compdd/proxy-hard", partial(_proxy, "hard"), presets="digits",
-        description="Comp-DD proxy, hard: a small digit anywhere on a busy crop of a real photo, 32 px grey (offline)",
+        description="Comp-DD proxy, hard: a half-size, off-centre digit on a busy, close-up crop of a real photo, 32 px grey (offline)",
     )
 
 
