@@ -3,8 +3,11 @@
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/quality.py --out runs/quality            # the default grid
     .venv/bin/python bench/quality.py --out runs/quality --methods tm --ipc 10 --seeds 0-2      # narrowed
     .venv/bin/python bench/quality.py --grid my-grid.toml --device cuda --out runs/quality-gpu
-    .venv/bin/python bench/quality.py --out runs/quality --report --markdown table.md --json table.json
+    .venv/bin/python bench/quality.py --out runs/quality --report --markdown table.md --json table.json  # the file's grid
     .venv/bin/python bench/quality.py --out runs/quality --dry-run                               # cells, commands, time left
+    .venv/bin/python bench/quality.py --out runs/q-mnist --datasets mnist --data-root ~/data     # datasets read from files
+
+Exit status 0, or 1 when any cell of the grid failed (the table lists it), 2 for bad input.
 
 **Grid.** methods x datasets x IPC x seeds (default: ``random tm edf observer diffusion`` on
 ``compdd/proxy-easy compdd/proxy-hard``, IPC 1 and 10, seeds 0-4). A method is a ``dd run`` recipe
@@ -32,12 +35,15 @@ of that seed; the table reports the largest difference (0 on a CPU).
 seed, method, plugins, every option, device). A rerun skips complete cells and reruns failed ones
 (``--skip-failed`` keeps them). A results file holding cells made with other global options (device,
 ``set``) is refused unless ``--allow-other-globals``; the table only ever uses the current grid's cells.
+``--report`` reads the grid and the global options from the results file (flags narrow it), see :func:`report`.
+``--cache-dir`` and ``--data-root`` reach every cell but not its key (each line records the data root).
 
 **Table.** Per dataset x IPC x method x evaluation: seeds, mean ± std of the per-seed accuracy (each the
 mean over the run's evaluation networks, test split, as the evaluator reports it), and the mean paired
 difference against each baseline with its 95% Student-t interval over seeds (``scipy.stats.t``), then
 the command that reproduces the table. The script selects nothing: options come from the grid.
-Bad input is one line, exit 2, before any file is written.
+Bad input is one line, exit 2, before any file is written: the grid, then ``dd run``'s checks of each
+distinct cell config, each dataset built once (its data root), and that every evaluation the table needs is on.
 """
 
 from __future__ import annotations
@@ -268,7 +274,10 @@ def read_grid(path: Path | None) -> tuple[dict[str, Any], dict[str, Method], dic
     if path is None:
         return grid, methods, datasets
     where = f"grid file {path} (option --grid)"
-    data = read_config_file(path)
+    try:
+        data = read_config_file(path)
+    except ConfigError as exc:  # its message names dd run's --config; here the file is --grid's
+        raise ConfigError(str(exc).replace("config file", "grid file").replace("(option --config)", "(option --grid)")) from None
     unknown = set(data) - {"methods", "datasets", "ipc", "seeds", "set", "method", "dataset"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -367,7 +376,8 @@ def build_grid(args: argparse.Namespace) -> Grid:
             toml_value(value, f"[method.{method.name}] {key}")
     names = args.datasets or grid["datasets"]
     specs = [datasets.get(n) or default_dataset(n) for n in dict.fromkeys(names)]
-    return Grid([methods[n] for n in chosen], specs, list(dict.fromkeys(ipcs)), seeds, options, overrides, args.device, added)
+    return Grid([methods[n] for n in chosen], specs, list(dict.fromkeys(ipcs)), seeds, options, overrides,
+                args.device or "cpu", added)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,7 +428,7 @@ class Cell:
             argv += ["--set", f"{key}={toml_value(value, key)}"]
         return argv
 
-    def run_config(self, cache_dir: str) -> dict[str, Any]:
+    def run_config(self, cache_dir: str, data_root: str = "") -> dict[str, Any]:
         """The config ``dd run <run_args>`` builds (for validating a cell before any work)."""
         data: dict[str, Any] = {}
         for key, value in self.options.items():
@@ -429,6 +439,8 @@ class Cell:
                 data[key] = getattr(self.method, key)
         if cache_dir:
             data["cache_dir"] = cache_dir
+        if data_root:
+            data["data_root"] = data_root
         return data
 
 
@@ -568,7 +580,7 @@ def extract(metrics: Mapping[str, Any], method: Method) -> dict[str, Any]:
     return out
 
 
-def run_cell(cell: Cell, run_dir: Path, log: Path, cache_dir: str) -> tuple[dict[str, Any], float]:
+def run_cell(cell: Cell, run_dir: Path, log: Path, cache_dir: str, data_root: str = "") -> tuple[dict[str, Any], float]:
     """``python -m ddcore_cli run`` for ``cell`` into ``run_dir``; returns (record fields, seconds).
 
     A run directory left by an interrupted attempt is replaced (``--overwrite``; a folder without a
@@ -577,8 +589,7 @@ def run_cell(cell: Cell, run_dir: Path, log: Path, cache_dir: str) -> tuple[dict
     if run_dir.exists() and not (run_dir / "manifest.json").exists():
         shutil.rmtree(run_dir)
     argv = [sys.executable, "-m", "ddcore_cli", "run", *cell.run_args(), "--out", str(run_dir), "--overwrite", "--quiet", "--json"]
-    if cache_dir:
-        argv += ["--cache-dir", cache_dir]
+    argv += paths_args(cache_dir, data_root)
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -591,25 +602,65 @@ def run_cell(cell: Cell, run_dir: Path, log: Path, cache_dir: str) -> tuple[dict
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["metrics"]
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
         figures = extract(metrics, cell.method)
-    except (OSError, ValueError, KeyError) as exc:
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, seconds
+    except KeyError as exc:
+        return {"status": "failed", "error": f"the run finished but {run_dir}/metrics.json has no {exc} entry"}, seconds
+    except OSError as exc:
+        error = f"the run finished but its results cannot be read: {exc.strerror or exc} ({exc.filename})"
+        return {"status": "failed", "error": error}, seconds
+    except ValueError as exc:
+        return {"status": "failed", "error": f"the run finished but {exc}"}, seconds
     stages = {name: stage.get("seconds") for name, stage in (manifest.get("stages") or {}).items() if isinstance(stage, Mapping)}
     return {"status": "complete", "figures": figures, "metrics": metrics, "stages": stages}, seconds
 
 
-def validate_cells(cells: Sequence[Cell], cache_dir: str) -> None:
-    """Every distinct (dataset, IPC, method) config through ``dd run``'s own checks (no work, nothing written)."""
+def paths_args(cache_dir: str, data_root: str) -> list[str]:
+    """``--cache-dir``/``--data-root`` for ``dd run`` (where files are, not what a cell computes: not in its key)."""
+    return [*(["--cache-dir", cache_dir] if cache_dir else []), *(["--data-root", data_root] if data_root else [])]
+
+
+#: The option that sets how many networks an evaluation trains (it must be >= 1 for the table to have a figure).
+EVALUATION_RUNS: dict[str, str] = {"hard": "eval.runs", "kd": "plugin.diffsel.kd.runs"}
+
+
+def check_evaluations(cells: Sequence[Cell]) -> None:
+    """Refuse a cell whose options turn off an evaluation its method reports (e.g. ``eval.runs = 0``):
+    it would run fully and then have no figure for the table. Raises :class:`ConfigError`."""
+    for cell in cells:
+        for evaluation in cell.method.evaluations:
+            key = EVALUATION_RUNS.get(evaluation)
+            value = cell.options.get(key) if key else None
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                raise ConfigError(
+                    f"{key} = {value}: method {cell.method.name!r} reports {EVALUATIONS[evaluation]}_mean, which needs "
+                    f"{key} >= 1 for a quality grid (option --set or the grid file's set)"
+                )
+
+
+def validate_cells(cells: Sequence[Cell], cache_dir: str, data_root: str = "") -> None:
+    """Every distinct (dataset, IPC, method) config through ``dd run``'s own checks (no work, nothing written),
+    then each dataset built once (a missing or wrong ``--data-root`` fails here, before the first cell).
+
+    Also checks that the checked config evaluates what the method reports (``eval.runs >= 1`` for ``hard``).
+    Raises :class:`ConfigError` naming the cell."""
     from ddcore.runner import Pipeline
 
     seen: set[tuple[str, int, str]] = set()
+    built: set[str] = set()
     for cell in cells:
         if (cell.dataset.name, cell.ipc, cell.method.name) in seen:
             continue
         seen.add((cell.dataset.name, cell.ipc, cell.method.name))
+        where = f"cell {cell.dataset.name} IPC {cell.ipc} method {cell.method.name}"
         try:
-            Pipeline(cell.run_config(cache_dir), write=False)
-        except DDError as exc:
-            raise ConfigError(f"cell {cell.dataset.name} IPC {cell.ipc} method {cell.method.name}: {exc}") from None
+            pipeline = Pipeline(cell.run_config(cache_dir, data_root), write=False)
+            if "hard" in cell.method.evaluations and pipeline.config.eval.runs < 1:
+                raise ConfigError(f"eval.runs = {pipeline.config.eval.runs}: method {cell.method.name!r} reports "
+                                  "eval/acc_mean, which needs eval.runs >= 1 for a quality grid (option --set)")  # fmt: skip
+            if cell.dataset.name not in built:
+                built.add(cell.dataset.name)
+                pipeline.build_dataset()
+        except DDError as exc:  # dd run names its own --dataset; here the option is --datasets
+            raise ConfigError(f"{where}: {str(exc).replace('(option --dataset)', '(option --datasets)')}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -617,16 +668,17 @@ def validate_cells(cells: Sequence[Cell], cache_dir: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def table_rows(grid: Grid, cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per dataset x IPC x method x evaluation, from the current grid's cells only."""
-    by = {(c.dataset.name, c.ipc, c.method.name, c.seed): c for c in cells}
+def table_rows(grid: Grid, keys: Mapping[tuple, str], records: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per dataset x IPC x method x evaluation, from the current grid's cells only.
+
+    ``keys``: (dataset, IPC, method, seed) -> the cell key whose record is that cell (absent: not run)."""
     rows = []
     for dataset in grid.datasets:
         for ipc in grid.ipc:
             for method in grid.methods:
-                mine = [by[(dataset.name, ipc, method.name, s)] for s in grid.seeds]
-                done = {c.seed: records[c.key] for c in mine if records.get(c.key, {}).get("status") == "complete"}
-                failed = {c.seed: records[c.key]["error"] for c in mine if records.get(c.key, {}).get("status") == "failed"}
+                mine = {s: records.get(keys.get((dataset.name, ipc, method.name, s), ""), {}) for s in grid.seeds}
+                done = {s: r for s, r in mine.items() if r.get("status") == "complete"}
+                failed = {s: r["error"] for s, r in mine.items() if r.get("status") == "failed"}
                 for evaluation in method.evaluations:
                     # a cell recorded before its method reported this evaluation has no figure for it: not done
                     per_seed = {s: r["figures"][evaluation]["acc"] for s, r in sorted(done.items()) if evaluation in r["figures"]}
@@ -643,10 +695,9 @@ def table_rows(grid: Grid, cells: Sequence[Cell], records: Mapping[str, Mapping[
                         base_method = next(m for m in grid.methods if m.name == base)
                         if evaluation not in base_method.evaluations:
                             continue
-                        base_cells = {s: by[(dataset.name, ipc, base, s)] for s in grid.seeds}
-                        base_acc = {s: records[c.key]["figures"][evaluation]["acc"] for s, c in base_cells.items()
-                                    if records.get(c.key, {}).get("status") == "complete"
-                                    and evaluation in records[c.key]["figures"]}  # fmt: skip
+                        base_records = {s: records.get(keys.get((dataset.name, ipc, base, s), ""), {}) for s in grid.seeds}
+                        base_acc = {s: r["figures"][evaluation]["acc"] for s, r in base_records.items()
+                                    if r.get("status") == "complete" and evaluation in r["figures"]}  # fmt: skip
                         common = [s for s in per_seed if s in base_acc]
                         if common:
                             stats = paired_stats([per_seed[s] - base_acc[s] for s in common])
@@ -654,16 +705,16 @@ def table_rows(grid: Grid, cells: Sequence[Cell], records: Mapping[str, Mapping[
                         else:
                             row["vs"][base] = {"n": 0}
                     if method.starts_from and evaluation == "hard":
-                        row["start_check"] = start_check(dataset.name, ipc, method, by, records, done)
+                        row["start_check"] = start_check(dataset.name, ipc, method, keys, records, done)
                     rows.append(row)
     return rows
 
 
-def start_check(dataset: str, ipc: int, method: Method, by, records, done) -> dict[str, Any]:
+def start_check(dataset: str, ipc: int, method: Method, keys, records, done) -> dict[str, Any]:
     """Largest |initial - start method| over networks and seeds: the pairing, measured (0 on a CPU)."""
     worst, checked = 0.0, []
     for seed, record in done.items():
-        base = records.get(by[(dataset, ipc, method.starts_from, seed)].key, {})
+        base = records.get(keys.get((dataset, ipc, method.starts_from, seed), ""), {})
         initial = record["figures"].get("initial_runs")
         if base.get("status") != "complete" or initial is None:
             continue
@@ -744,13 +795,13 @@ def reproduce_command(args: argparse.Namespace, grid: Grid) -> str:
 
 
 def estimate(cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]]) -> tuple[float, int]:
-    """Seconds the unfinished cells would take, from finished cells of the same method and IPC (same
-    dataset first); and how many unfinished cells had nothing to go by."""
+    """Seconds the unfinished ``cells`` would take, from every finished cell of the results file (of any
+    grid) with the same method and IPC (same dataset first: the median); and how many had nothing to go by."""
     seconds: dict[tuple, list[float]] = {}
-    for cell in cells:
-        record = records.get(cell.key)
-        if record and record.get("status") == "complete":
-            for key in ((cell.dataset.name, cell.ipc, cell.method.name), (cell.ipc, cell.method.name)):
+    for record in records.values():
+        cell = record.get("cell") or {}
+        if record.get("status") == "complete" and isinstance(record.get("seconds"), (int, float)):
+            for key in ((cell.get("dataset"), cell.get("ipc"), cell.get("method")), (cell.get("ipc"), cell.get("method"))):
                 seconds.setdefault(key, []).append(record["seconds"])
     total, unknown = 0.0, 0
     for cell in cells:
@@ -772,20 +823,29 @@ def duration(seconds: float) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Exit status: 0 when every cell of the grid is complete or not yet run, 1 when any cell of the grid "
+        "failed (the table lists it), 2 for bad input (one line, before any file is written), 130 when interrupted.",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder of the results file and the run directories")
     parser.add_argument("--grid", type=Path, help="grid file (TOML) instead of the default grid")
     parser.add_argument("--methods", nargs="+", help=f"methods (built-in: {', '.join(METHODS)})")
     parser.add_argument("--datasets", nargs="+", help="dataset names")
     parser.add_argument("--ipc", nargs="+", type=int, help="images per class")
     parser.add_argument("--seeds", nargs="+", help="seeds: 0 1 2, 0,1,2 or 0-4")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu (dd run --cpu) or cuda (needs a GPU)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="cpu (dd run --cpu; the default) or cuda (needs a GPU)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a run option for every cell (dd run --set); wins over the methods' own")  # fmt: skip
     parser.add_argument("--cache-dir", default="", help="dd run --cache-dir for every cell (not part of a cell's key)")
+    parser.add_argument("--data-root", default="", metavar="PATH",
+                        help="dd run --data-root for every cell (datasets read from files: mnist, cifar10, ...); checked "
+                             "before the first cell; recorded in each results line, not part of a cell's key")  # fmt: skip
     parser.add_argument("--skip-failed", action="store_true", help="do not rerun cells recorded as failed")
     parser.add_argument("--allow-other-globals", action="store_true", help="accept a results file with other global options")
-    parser.add_argument("--report", action="store_true", help="only print the table from the results file")
+    parser.add_argument("--report", action="store_true",
+                        help="only print the table from the results file: its grid and global options, narrowed by "
+                             "--methods/--datasets/--ipc/--seeds; --set/--device/--grid pick the global options instead")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="list the cells to run and their commands; run nothing")
     parser.add_argument("--no-validate", action="store_true", help="skip dd run's up-front checks of each cell config")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
@@ -803,19 +863,31 @@ def main(argv: Sequence[str] | None = None, runner: Callable[..., tuple[dict[str
         return exc.exit_code
 
 
-def _main(args: argparse.Namespace, runner) -> int:
-    grid = build_grid(args)
+def check_paths(args: argparse.Namespace) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a file; give a folder")
     for path, option in ((args.markdown, "--markdown"), (args.json_out, "--json")):
         if path is not None and path.is_dir():
             raise ConfigError(f"{option} {path} is a folder; give a file name")
-    if grid.device == "cuda" and not (args.report or args.dry_run):
+
+
+def cell_command(cell: Cell, run_dir: Path, args: argparse.Namespace) -> str:
+    """The ``dd run`` command of ``cell`` as the script runs it (``--out``, ``--cache-dir``, ``--data-root``)."""
+    return "dd run " + shlex.join([*cell.run_args(), "--out", str(run_dir), *paths_args(args.cache_dir, args.data_root)])
+
+
+def _main(args: argparse.Namespace, runner) -> int:
+    if args.report:
+        return report(args)
+    grid = build_grid(args)
+    check_paths(args)
+    if grid.device == "cuda" and not args.dry_run:
         import torch
 
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda but torch sees no CUDA device; use --device cpu")
     cells = cells_of(grid)
+    check_evaluations(cells)
     results = args.out / RESULTS_FILE
     records = read_results(results)
     current = global_options(grid)
@@ -827,14 +899,14 @@ def _main(args: argparse.Namespace, runner) -> int:
     if args.dry_run:
         left, unknown = estimate(cells, records)
         for cell in todo:
-            print(f"{cell.name}: dd run {shlex.join(cell.run_args())}")
+            print(f"{cell.name}: {cell_command(cell, args.out / 'runs' / cell.name, args)}")
         known = f"estimated {duration(left)} from finished cells" if left else "no finished cell to estimate from"
         print(f"{len(todo)} of {len(cells)} cells to run; {known}"
               + (f" (+ {unknown} cells with nothing to go by)" if unknown and left else ""))  # fmt: skip
         return 0
-    if not args.report and todo:
+    if todo:
         if not args.no_validate and runner is run_cell:
-            validate_cells(todo, args.cache_dir)
+            validate_cells(todo, args.cache_dir, args.data_root)
         (args.out / "runs").mkdir(parents=True, exist_ok=True)
         (args.out / "logs").mkdir(exist_ok=True)
         lock = open(args.out / LOCK_FILE, "w")
@@ -843,14 +915,19 @@ def _main(args: argparse.Namespace, runner) -> int:
         except BlockingIOError:
             raise ConfigError(f"another bench/quality.py is running on --out {args.out}; wait for it or use another --out") from None
         try:
-            run_all(todo, cells, records, results, current, args, runner)
+            run_all(todo, cells, records, results, current, args, runner, grid)
         except KeyboardInterrupt:
             print(f"\ninterrupted; finished cells are in {results}; rerun the same command to continue", file=sys.stderr)
             return 130
         finally:
             lock.close()
         records = read_results(results)
-    rows = table_rows(grid, cells, records)
+    return write_table(args, grid, {(c.dataset.name, c.ipc, c.method.name, c.seed): c.key for c in cells}, records, command, current)
+
+
+def write_table(args, grid: Grid, keys: Mapping[tuple, str], records, command: str, current) -> int:
+    """Print (and write) the table; 1 when any cell of the grid failed, else 0."""
+    rows = table_rows(grid, keys, records)
     text = markdown(rows, command, grid)
     print(text)
     from ddcore.atomic import write_json, write_text
@@ -860,19 +937,93 @@ def _main(args: argparse.Namespace, runner) -> int:
     if args.json_out:
         write_json(args.json_out, {"command": command, "globals": current, "seeds": grid.seeds,
                                    "baselines_added": grid.added, "rows": rows})  # fmt: skip
-    return 0
+    failed = sum(len(row["failed"]) for row in rows if row["evaluation"] == grid_first_evaluation(grid, row["method"]))
+    if failed:
+        print(f"{failed} cell(s) of the grid failed (listed under the table; logs in {args.out / 'logs'})", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def run_all(todo, cells, records, results: Path, current, args, runner) -> None:
+def grid_first_evaluation(grid: Grid, method: str) -> str:
+    return next(m for m in grid.methods if m.name == method).evaluations[0]
+
+
+def derived_overrides(globals_: Mapping[str, Any]) -> dict[str, Any]:
+    """A results line's ``set`` without :data:`BASE_OPTIONS` (for lines recorded before ``overrides`` was)."""
+    return {k: v for k, v in (globals_.get("set") or {}).items() if not (k in BASE_OPTIONS and BASE_OPTIONS[k] == v)}
+
+
+def report(args: argparse.Namespace) -> int:
+    """``--report``: the table of what the results file holds.
+
+    The global options are the file's (refused when it holds several sets, unless ``--set``/``--device``/
+    ``--grid`` pick one); methods, datasets, IPCs and seeds are those of its cells with those options,
+    narrowed by the flags given. A cell is matched by (dataset, IPC, method, seed); when the file holds
+    two configs of one, the one the given flags make wins, else it is refused."""
+    check_paths(args)
+    results = args.out / RESULTS_FILE
+    records = read_results(results)
+    if not records:
+        raise ConfigError(f"{results} holds no cells; run the grid first (the same command without --report) (option --out)")
+    _, methods, _ = read_grid(args.grid)
+    if args.sets or args.device or args.grid:
+        picked = build_grid(args)
+        current, overrides = global_options(picked), picked.overrides
+    else:
+        sets = {r.get("globals_hash"): r for r in records.values()}
+        if len(sets) > 1:
+            shown = "; ".join(f"device {r['globals'].get('device')}, set {json.dumps(derived_overrides(r['globals']), sort_keys=True)}"
+                              for r in sets.values())  # fmt: skip
+            raise ConfigError(f"{results} holds cells of {len(sets)} sets of global options ({shown}); "
+                              "pick one with --set/--device as the grid was run")  # fmt: skip
+        first = next(iter(sets.values()))
+        current, overrides = first["globals"], first.get("overrides", derived_overrides(first["globals"]))
+    mine = [r for r in records.values() if r.get("globals_hash") == globals_hash(current)]
+    if not mine:
+        raise ConfigError(f"{results} holds no cells made with these global options ({json.dumps(overrides, sort_keys=True)}, "
+                          f"device {current['device']}); drop --set/--device/--grid to report the file's own")  # fmt: skip
+    cfgs = [r["cell"] for r in mine]
+    unknown = sorted({c["method"] for c in cfgs} - set(methods))
+    if unknown and not args.methods:
+        raise ConfigError(f"{results} holds cells of method(s) {', '.join(unknown)}, not built in: pass the grid file "
+                          "that defines them (option --grid), or narrow with --methods")  # fmt: skip
+    present = lambda key: list(dict.fromkeys(c[key] for c in cfgs))  # noqa: E731
+    narrowed = argparse.Namespace(**{
+        **vars(args),
+        "methods": args.methods or present("method") or None, "datasets": args.datasets or present("dataset") or None,
+        "ipc": args.ipc or sorted(present("ipc")) or None,
+        "seeds": args.seeds if args.seeds is not None else ([",".join(map(str, sorted(present("seed"))))] if cfgs else None),
+        "sets": args.sets if (args.sets or args.device or args.grid) else [f"{k}={toml_value(v, k)}" for k, v in overrides.items()],
+        "device": current["device"],
+    })  # fmt: skip
+    grid = build_grid(narrowed)
+    found_at: dict[tuple, set[str]] = {}
+    for record in mine:
+        c = record["cell"]
+        found_at.setdefault((c["dataset"], c["ipc"], c["method"], c["seed"]), set()).add(record["key"])
+    made = {(c.dataset.name, c.ipc, c.method.name, c.seed): c.key for c in cells_of(grid)}
+    chosen: dict[tuple, str] = {}
+    for at, found in found_at.items():
+        if made.get(at) in found:
+            chosen[at] = made[at]
+        elif len(found) == 1:
+            chosen[at] = next(iter(found))
+        else:
+            raise ConfigError(f"{results} holds {len(found)} configs of {at[0]} IPC {at[1]} {at[2]} seed {at[3]} with the same "
+                              "global options; pass the grid file that made the ones to show (option --grid)")  # fmt: skip
+    return write_table(narrowed, grid, chosen, records, reproduce_command(narrowed, grid), current)
+
+
+def run_all(todo, cells, records, results: Path, current, args, runner, grid: Grid) -> None:
     for number, cell in enumerate(todo, 1):
         left, unknown = estimate(cells, records)
         eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "") if left else ""
         print(f"[{number}/{len(todo)}] {cell.name}{eta}", file=sys.stderr, flush=True)
         run_dir = args.out / "runs" / cell.name
-        fields, seconds = runner(cell, run_dir, args.out / "logs" / f"{cell.name}.log", args.cache_dir)
+        fields, seconds = runner(cell, run_dir, args.out / "logs" / f"{cell.name}.log", args.cache_dir, args.data_root)
         record = {
             "format": FORMAT, "key": cell.key, "cell": cell.config(), "seed": cell.seed,
-            "run_dir": str(Path("runs") / cell.name), "command": "dd run " + shlex.join([*cell.run_args(), "--out", str(run_dir)]),
+            "run_dir": str(Path("runs") / cell.name), "command": cell_command(cell, run_dir, args),
+            "data_root": args.data_root, "overrides": dict(sorted(grid.overrides.items())),
             "globals": current, "globals_hash": globals_hash(current), "seconds": seconds,
             "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **fields,
         }  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 logger = logging.getLogger("ddcore")
@@ -36,8 +37,8 @@ class Reporter:
     def info(self, message: str) -> None:
         """A log line: to the run's log file always, to the console unless quiet."""
         self.note(message)
-        if self.visible:
-            self.console.print(message, highlight=False)
+        if self.visible:  # free text, not rich markup: "[tm]" in a line stays "[tm]"
+            self.console.print(message, highlight=False, markup=False)
 
     def note(self, message: str, level: int = logging.INFO) -> None:
         """A line for the run's log file only (stages, resolved presets, results, the error).
@@ -71,7 +72,7 @@ class Reporter:
             TextColumn("{task.fields[status]}"),
         )
         with Progress(*columns, console=self.console, transient=False) as bar:
-            task = bar.add_task(description, total=total, status="")
+            task = bar.add_task(escape(description), total=total, status="")  # "[bold]" is the column's markup
 
             def advance(n: int = 1, **values: float) -> None:
                 if values:

@@ -78,7 +78,7 @@ class FakeRunner:
     def __init__(self, fails=()):
         self.calls, self.fails = [], set(fails)
 
-    def __call__(self, cell, run_dir, log, cache_dir):
+    def __call__(self, cell, run_dir, log, cache_dir, data_root=""):
         self.calls.append((cell.method.name, cell.seed))
         if (cell.method.name, cell.seed) in self.fails:
             return {"status": "failed", "error": "exit 2: Error: something the user can fix"}, 0.5
@@ -137,14 +137,14 @@ def test_grid_runs_every_cell_once_and_the_table_is_the_hand_computation(quality
 
 def test_failed_cell_is_recorded_shown_and_rerun(quality, tmp_path, capsys):
     out = tmp_path / "q"
-    assert quality.main(grid_args(out), runner=FakeRunner(fails={("tm", 1)})) == 0
+    assert quality.main(grid_args(out), runner=FakeRunner(fails={("tm", 1)})) == 1  # a failed cell: exit 1
     failed = [r for r in records(out) if r["status"] == "failed"]
     assert [(r["cell"]["method"], r["seed"], r["error"]) for r in failed] == [("tm", 1, "exit 2: Error: something the user can fix")]
     text = capsys.readouterr().out
     assert "| digits | 1 | tm | hard | 2 |" in text and "1 failed" in text
     assert "failed: digits IPC 1 tm seed 1: exit 2: Error: something the user can fix" in text
     keep = FakeRunner()
-    assert quality.main([*grid_args(out), "--skip-failed"], runner=keep) == 0
+    assert quality.main([*grid_args(out), "--skip-failed"], runner=keep) == 1  # still failed
     assert keep.calls == []
     retry = FakeRunner()
     assert quality.main(grid_args(out), runner=retry) == 0
@@ -229,7 +229,7 @@ TINY = ["workers=0", "eval.runs=2", "eval.epochs=2", "eval.width=8", "eval.batch
         "tm.cur_max_start_epoch=1", "tm.expansion_end=1", "tm.checkpoint_every=0"]  # fmt: skip
 
 
-def refuse(cell, run_dir, log, cache_dir):
+def refuse(cell, run_dir, log, cache_dir, data_root=""):
     raise AssertionError(f"a rerun ran {cell.name}")
 
 
@@ -285,8 +285,8 @@ def test_docstring_examples(quality):
 class BrokenPairing(FakeRunner):
     """tm's starting images evaluate 0.25 points away from random's at seed 1 (as a different start would)."""
 
-    def __call__(self, cell, run_dir, log, cache_dir):
-        fields, seconds = super().__call__(cell, run_dir, log, cache_dir)
+    def __call__(self, cell, run_dir, log, cache_dir, data_root=""):
+        fields, seconds = super().__call__(cell, run_dir, log, cache_dir, data_root)
         if cell.method.name == "tm" and cell.seed == 1:
             fields["figures"]["initial_runs"] = [v + 0.25 for v in fields["figures"]["initial_runs"]]
         return fields, seconds
@@ -300,3 +300,106 @@ def test_a_start_that_differs_from_the_baseline_selection_is_reported(quality, t
     assert "pairing verified: digits IPC 1 edf" in text
     rows = {row["method"]: row for row in json.loads((tmp_path / "t.json").read_text())["rows"]}
     assert rows["tm"]["start_check"]["max_abs_diff"] == pytest.approx(0.25)
+
+
+# ----------------------------------------------------------------------------------------------
+# A fresh user's paths: --report, refusals up front, exit status, dry-run
+# ----------------------------------------------------------------------------------------------
+
+
+def test_report_reads_the_grid_and_global_options_from_the_results_file(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert quality.main([*grid_args(out), "--set", "eval.runs=5", "--data-root", str(tmp_path)], runner=FakeRunner()) == 0
+    assert {r["data_root"] for r in records(out)} == {str(tmp_path)} and records(out)[0]["overrides"] == {"eval.runs": 5}
+    capsys.readouterr()
+    assert quality.main(["--out", str(out), "--report", "--json", str(tmp_path / "t.json")], runner=refuse) == 0
+    text = capsys.readouterr().out
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert [(r["method"], r["n"], r["missing"]) for r in table["rows"]] == [("random", 3, 0), ("tm", 3, 0), ("edf", 3, 0)]
+    diffs = [accuracy("tm", s) - accuracy("random", s) for s in (0, 1, 2)]
+    assert table["rows"][1]["vs"]["random"]["mean"] == pytest.approx(statistics.fmean(diffs))
+    assert table["globals"]["set"]["eval.runs"] == 5 and "--set eval.runs=5" in text and "not run" not in text
+    # grid flags narrow what is reported (tm's baseline joins)
+    assert quality.main(["--out", str(out), "--report", "--methods", "tm", "--seeds", "1", "--json", str(tmp_path / "t.json")],
+                        runner=refuse) == 0  # fmt: skip
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [(r["method"], r["n"], list(r["per_seed"])) for r in rows] == [("random", 1, ["1"]), ("tm", 1, ["1"])]
+    # a file of two global option sets: pick one with --set
+    assert quality.main([*grid_args(out), "--set", "eval.runs=4", "--allow-other-globals"], runner=FakeRunner()) == 0
+    capsys.readouterr()
+    assert quality.main(["--out", str(out), "--report"], runner=refuse) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "2 sets of global options" in err and "--set" in err
+    assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=4"], runner=refuse) == 0
+    assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=9"], runner=refuse) == 2
+    assert "no cells made with these global options" in capsys.readouterr().err
+
+
+def test_report_exits_1_when_a_cell_of_the_grid_failed(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert quality.main(grid_args(out), runner=FakeRunner(fails={("edf", 2)})) == 1
+    assert "1 cell(s) of the grid failed" in capsys.readouterr().err
+    assert quality.main(["--out", str(out), "--report"], runner=refuse) == 1
+    assert quality.main(["--out", str(out), "--report", "--methods", "tm"], runner=refuse) == 0  # edf not in this table
+
+
+def test_an_evaluation_turned_off_is_refused_before_any_cell(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    runner = FakeRunner()
+    assert quality.main([*grid_args(out), "--set", "eval.runs=0"], runner=runner) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval.runs = 0" in err and "eval.runs >= 1" in err, err
+    assert runner.calls == [] and not out.exists()
+    # random-kd turns eval.runs off itself and reports only KD: accepted
+    args = quality.parse_args(["--out", str(out), "--datasets", "digits", "--methods", "random-kd", "--ipc", "1", "--seeds", "0"])
+    quality.check_evaluations(quality.cells_of(quality.build_grid(args)))
+
+
+def test_a_run_without_its_metric_fails_in_one_plain_line(quality, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_run(argv, **kwargs):  # dd run succeeded but evaluated nothing
+        seen.append(argv)
+        run_dir = Path(argv[argv.index("--out") + 1])
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"metrics": {"distill/seconds": 1.0}}))
+        (run_dir / "manifest.json").write_text("{}")
+        return quality.subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(quality.subprocess, "run", fake_run)
+    args = quality.parse_args(["--out", str(tmp_path), "--datasets", "digits", "--methods", "random", "--ipc", "1", "--seeds", "0"])
+    cell = quality.cells_of(quality.build_grid(args))[0]
+    fields, _ = quality.run_cell(cell, tmp_path / "run", tmp_path / "log.txt", "", str(tmp_path / "data"))
+    assert fields["status"] == "failed" and "Error" not in fields["error"] and "eval/acc_mean" in fields["error"]
+    assert seen[0][-2:] == ["--data-root", str(tmp_path / "data")]
+
+
+def test_data_root_and_dataset_problems_stop_before_the_first_cell(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    base = ["--out", str(out), "--methods", "random", "--ipc", "1", "--seeds", "0"]
+    for extra, message in (
+        (["--datasets", "mnist"], "--data-root"),
+        (["--datasets", "mnist", "--data-root", str(tmp_path / "nowhere")], "--data-root"),
+        (["--datasets", "nope"], "(option --datasets)"),
+    ):
+        assert quality.main([*base, *extra]) == 2  # the real runner: dd run's checks and the dataset built once
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "(option --dataset)" not in err, err
+    assert quality.main([*base, "--grid", str(tmp_path / "missing.toml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "(option --grid)" in err and "--config" not in err, err
+    assert not out.exists()
+
+
+def test_dry_run_prints_whole_commands_and_estimates_from_any_finished_cell(quality, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert quality.main(grid_args(out), runner=FakeRunner()) == 0  # 9 cells of 2.0 s each
+    capsys.readouterr()
+    cache, root = tmp_path / "cache", tmp_path / "data"
+    argv = [*grid_args(out, "--seeds", "3"), "--dry-run", "--cache-dir", str(cache), "--data-root", str(root)]
+    assert quality.main(argv, runner=refuse) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "3 of 3 cells to run; estimated 6 s from finished cells"
+    for line in lines[:-1]:
+        name, _, command = line.partition(": ")
+        assert f"--out {out / 'runs' / name}" in command and f"--cache-dir {cache}" in command and f"--data-root {root}" in command

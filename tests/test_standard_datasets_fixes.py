@@ -13,7 +13,7 @@ import pytest
 import torch
 from core_support import assert_cli_error
 from rich.console import Console
-from test_standard_datasets import write_cifar, write_imagenette, write_mnist, write_tiny
+from test_standard_datasets import write_cifar, write_idx, write_imagenette, write_mnist, write_tiny
 
 from ddcore.data.base import DatasetOptions
 from ddcore.data.standard.cifar import CIFAR10_MEAN, CIFAR10_STD, load_cifar
@@ -241,3 +241,93 @@ def test_a_batch_without_its_data_names_the_missing_key(tmp_path: Path):
     path.write_bytes(pickle.dumps({"pixels": np.zeros((1, 3072), np.uint8), "labels": [0]}))
     with pytest.raises(ConfigError, match=rf"CIFAR file {path} lacks 'data' \(keys 'pixels', 'labels'\)"):
         load_cifar("cifar10", DatasetOptions(root=tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Damaged files are one line naming the file; packed archives and other trees are named
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_truncated_idx_file_names_the_file_and_its_sizes(tmp_path: Path):
+    write_mnist(tmp_path, n_train=40)
+    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    full = path.read_bytes()
+    path.write_bytes(full[:20000])
+    text = _message(lambda options: load_mnist("mnist", options), tmp_path)
+    assert f"{path} is truncated: its header says 40 images of 28x28 ({16 + 40 * 28 * 28} bytes), the file has 20000 bytes" in text
+    assert "RuntimeError" not in text and "shape" not in text
+
+
+def test_an_idx_file_with_another_magic_is_not_an_idx_file(tmp_path: Path):
+    write_mnist(tmp_path)
+    path = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    data = bytearray(path.read_bytes())
+    data[2:4] = b"\x09\x03"  # type 0x09 (signed byte) instead of 0x08
+    path.write_bytes(bytes(data))
+    text = _message(lambda options: load_mnist("mnist", options), tmp_path)
+    assert f"{path} is not an idx file: magic 0x00000903, expected 0x00000803 (2051)" in text
+    labels = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    path.write_bytes(labels.read_bytes())  # a labels file in the images' place
+    assert f"{path} is not an idx file: magic 0x00000801, expected 0x00000803 (2051)" in _message(
+        lambda options: load_mnist("mnist", options), tmp_path)
+
+
+def test_a_label_count_unlike_the_image_count_names_both_files(tmp_path: Path):
+    write_mnist(tmp_path, n_train=6)
+    write_idx(tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte", np.arange(5) % 10)
+    text = _message(lambda options: load_mnist("mnist", options), tmp_path)
+    assert "train-labels-idx1-ubyte holds 5 labels for 6 images in train-images-idx3-ubyte" in text
+
+
+def test_a_truncated_cifar_batch_names_the_file(tmp_path: Path):
+    write_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:500])
+    text = _message(lambda options: load_cifar("cifar10", options), tmp_path)
+    assert f"{path.parent}: data_batch_3 is truncated or not a pickle" in text
+
+
+@pytest.mark.parametrize("rows", [3, 1024])  # 1024 rows of 3000 regroup into exactly 1000 images of 3072
+def test_a_cifar_batch_of_another_width_names_the_file_and_its_shape(tmp_path: Path, rows: int):
+    write_cifar(tmp_path, per_batch=rows if rows < 100 else 2)
+    folder = tmp_path / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if rows > 100 else ["data_batch_2"]
+    for name in names:
+        (folder / name).write_bytes(pickle.dumps({"data": np.zeros((rows, 3000), np.uint8), "labels": [0] * rows}))
+    text = _message(lambda options: load_cifar("cifar10", options), tmp_path)
+    assert f"{names[0]}'s 'data' is [{rows}, 3000], expected [N, 3072] (32x32x3)" in text
+
+
+def test_a_cifar_batch_with_fewer_labels_than_images_names_the_file(tmp_path: Path):
+    write_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_4"
+    path.write_bytes(pickle.dumps({"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1]}))
+    text = _message(lambda options: load_cifar("cifar10", options), tmp_path)
+    assert "data_batch_4's 'labels' holds 2 labels for the 3 images of 'data'" in text
+
+
+@pytest.mark.parametrize("name, archive", [("cifar10", "cifar-10-python.tar.gz"), ("cifar100", "cifar-100-python.tar.gz")])
+def test_a_packed_cifar_archive_asks_to_unpack_it(tmp_path: Path, name: str, archive: str):
+    (tmp_path / archive).write_bytes(b"\x1f\x8b")
+    text = _message(lambda options: load_cifar(name, options), tmp_path)
+    assert f"{tmp_path / archive} is still packed; unpack it (tar xzf {tmp_path / archive} -C {tmp_path})" in text
+
+
+def test_a_nearby_mnist_tree_of_gz_files_is_named_with_unpack(tmp_path: Path):
+    write_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
+    for file in list(raw.iterdir()):
+        file.rename(file.with_name(file.name + ".gz"))  # the names suffice for the layout hint
+    mnist = lambda options: load_mnist("mnist", options)  # noqa: E731
+    for off in (raw, tmp_path / "MNIST"):
+        text = _message(mnist, off)
+        assert "did you mean --data-root" not in text
+        assert f"{tmp_path} holds the .gz files: unpack them (gunzip {raw}/*.gz) and pass --data-root {tmp_path}" in text
+
+
+@pytest.mark.parametrize("name, other, tree", [("fashion-mnist", "mnist", "MNIST"), ("mnist", "fashion-mnist", "FashionMNIST")])
+def test_the_other_mnist_tree_names_the_other_dataset(tmp_path: Path, name: str, other: str, tree: str):
+    write_mnist(tmp_path, folder=tree)
+    text = _message(lambda options: load_mnist(name, options), tmp_path)
+    assert f"{tmp_path} holds {'an' if tree == 'MNIST' else 'a'} {tree} tree: did you mean --dataset {other}?" in text
+    assert load_mnist(other, DatasetOptions(root=tmp_path)).image_shape == (1, 28, 28)

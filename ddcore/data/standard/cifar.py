@@ -86,6 +86,12 @@ def load_cifar(name: str, options: DatasetOptions) -> ImageDataset:
     root = check_root(name, options.root, expected)
     folder = root / reader.base_folder
     names = [n for n, _ in reader.train_list + reader.test_list] + [reader.meta["filename"]]
+    archive = root / reader.filename
+    if not folder.is_dir() and archive.is_file():
+        raise ConfigError(
+            f"dataset {name}: {archive} is still packed; unpack it (tar xzf {archive} -C {root}), which makes "
+            f"{folder} ({ROOT_OPTION})"
+        )
     require_files(name, root, [folder / n for n in names], expected,
                   looks_right=has_files([f"{reader.base_folder}/{n}" for n in names]))  # fmt: skip
     train, class_names = _read(reader, root, folder, train=True, expected=expected)
@@ -112,12 +118,17 @@ def _read(reader: type, root: Path, folder: Path, *, train: bool, expected: str)
         pixels = torch.from_numpy(np.ascontiguousarray(np.asarray(data.data, dtype=np.uint8).transpose(0, 3, 1, 2)))
         labels = torch.as_tensor(data.targets, dtype=torch.long)
         class_names = [str(c) for c in data.classes]
+        counted = len(labels) == pixels.shape[0]  # rows of another width than 3072 regroup into other images
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
+        failure = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        counted = False
+    else:
+        failure = f"{pixels.shape[0]} images but {len(labels)} labels"
+    if not counted:
         files = [n for n, _ in (reader.train_list if train else reader.test_list)] + [reader.meta["filename"]]
-        problem = _key_problem(reader, folder, files) if isinstance(exc, (KeyError, TypeError)) else None
         raise ConfigError(
-            problem or f"cannot read the CIFAR files in {folder}: {type(exc).__name__}: {' '.join(str(exc).split())}; "
-            f"expected {expected} ({ROOT_OPTION})"
+            _file_problem(reader, folder, files)
+            or f"cannot read the CIFAR files in {folder}: {failure}; expected {expected} ({ROOT_OPTION})"
         ) from None
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
         raise ConfigError(
@@ -127,12 +138,18 @@ def _read(reader: type, root: Path, folder: Path, *, train: bool, expected: str)
     return (pixels, labels), class_names
 
 
-def _key_problem(reader: type, folder: Path, files: list[str]) -> str | None:
-    """One line naming the first of ``files`` whose dict lacks the keys torchvision reads, or ``None``.
+#: Values per CIFAR image in a batch's ``data`` row: 32 x 32 pixels x 3 channels (R plane, G plane, B plane).
+ROW = 32 * 32 * 3
 
-    Only called after torchvision's ``KeyError``, so a good tree is read once. The official batches are
-    Python 2 pickles whose ``str`` keys load as ``str`` with ``encoding="latin1"`` (what torchvision passes);
-    a file re-saved after loading with ``encoding="bytes"`` has ``bytes`` keys (``b"data"``), named as such.
+
+def _file_problem(reader: type, folder: Path, files: list[str]) -> str | None:
+    """One line naming the first of ``files`` that is damaged, or ``None`` (then the caller's generic line).
+
+    Only called after torchvision failed (or gave a label count unlike the image count), so a good tree is
+    read once. Named: a truncated file or one that is not a pickle; a dict without the keys torchvision reads
+    (the official batches are Python 2 pickles whose ``str`` keys load as ``str`` with ``encoding="latin1"``,
+    what torchvision passes; a file re-saved after loading with ``encoding="bytes"`` has ``bytes`` keys,
+    named as such); ``data`` not ``[N, 3072]`` uint8; a label count unlike ``N``.
     """
     for file in files:
         path = folder / file
@@ -140,10 +157,18 @@ def _key_problem(reader: type, folder: Path, files: list[str]) -> str | None:
         try:
             with open(path, "rb") as handle:
                 entry = pickle.load(handle, encoding="latin1")
-        except Exception:  # noqa: BLE001 - unreadable files are reported by the generic message
-            return None
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is this file's damage
+            return (
+                f"cannot read the CIFAR files in {folder}: {file} is truncated or not a pickle "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())}); unpack the official archive again ({ROOT_OPTION})"
+            )
         keys = list(entry) if isinstance(entry, dict) else None
         if keys is not None and all(k in keys or (k == "labels" and "fine_labels" in keys) for k in needed):
+            if file != reader.meta["filename"]:
+                problem = _batch_problem(entry, "labels" if "labels" in keys else "fine_labels")
+                if problem:
+                    return (f"cannot read the CIFAR files in {folder}: {file}'s {problem}; "
+                            f"unpack the official archive again ({ROOT_OPTION})")  # fmt: skip
             continue  # torchvision takes "fine_labels" where "labels" is absent
         if keys and all(isinstance(k, bytes) for k in keys):
             return (
@@ -154,6 +179,20 @@ def _key_problem(reader: type, folder: Path, files: list[str]) -> str | None:
         found = "not a dict" if keys is None else f"keys {', '.join(repr(k) for k in keys[:6])}"
         absent = ", ".join(repr(k) for k in needed if keys is None or k not in keys)
         return f"CIFAR file {path} lacks {absent} ({found}) ({ROOT_OPTION})"
+    return None
+
+
+def _batch_problem(entry: dict, label_key: str) -> str | None:
+    """What is wrong with one batch dict's ``data`` ``[N, 3072]`` and its ``N`` labels, or ``None``."""
+    try:
+        data = np.asarray(entry["data"])
+        count = len(entry[label_key])
+    except TypeError:
+        return f"{label_key!r} is not a list"
+    if data.ndim != 2 or data.shape[1] != ROW:
+        return f"'data' is {list(data.shape)}, expected [N, {ROW}] (32x32x3)"
+    if count != data.shape[0]:
+        return f"{label_key!r} holds {count} labels for the {data.shape[0]} images of 'data'"
     return None
 
 

@@ -65,18 +65,23 @@ def did_you_mean(root: Path, looks_right: Callable[[Path], bool] | None) -> str:
 
 
 def require_files(name: str, root: Path, paths: Sequence[Path], layout: str,
-                  looks_right: Callable[[Path], bool] | None = None) -> None:  # fmt: skip
+                  looks_right: Callable[[Path], bool] | None = None,
+                  hint: Callable[[], str] | None = None) -> None:  # fmt: skip
     """Raise :class:`ConfigError` naming the first of ``paths`` that is not a file (and how many are missing).
 
     ``looks_right(folder)``: whether ``folder`` would be a complete root; the message then names the nearby
     folder that is (:func:`did_you_mean`), e.g. the parent of ``cifar-10-batches-py`` when given that folder.
+    ``hint()``: called only when a file is missing and no nearby root is complete; its text (``"; ..."`` or
+    ``""``) ends the message (a nearby tree still compressed, another dataset's tree).
     """
     missing = [path for path in paths if not path.is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        nearby = did_you_mean(root, looks_right)
+        if not nearby and hint is not None:
+            nearby = hint()
         raise ConfigError(
-            f"dataset {name}: {missing[0]} is missing{more}; expected {layout} under {root}"
-            f"{did_you_mean(root, looks_right)} ({ROOT_OPTION})"
+            f"dataset {name}: {missing[0]} is missing{more}; expected {layout} under {root}{nearby} ({ROOT_OPTION})"
         )
 
 

@@ -17,13 +17,14 @@ glyph, as for ``digits``), ``crop_flip`` for Fashion-MNIST.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import torch
 from torchvision.datasets import MNIST, FashionMNIST
 
 from ddcore.data.base import DatasetOptions, ImageDataset
-from ddcore.data.standard.common import ROOT_OPTION, check_root, has_files, in_memory_dataset, require_files
+from ddcore.data.standard.common import ROOT_OPTION, check_root, has_files, in_memory_dataset, nearby_root, require_files
 from ddcore.errors import ConfigError
 from ddcore.vocab import DEFAULT_AUGMENT
 
@@ -56,7 +57,10 @@ def load_mnist(name: str, options: DatasetOptions) -> ImageDataset:
     if gz:
         raise ConfigError(f"dataset {name}: {gz[0]} is still compressed; unpack it (gunzip) next to it ({ROOT_OPTION})")
     require_files(name, root, [raw / n for n in FILES], expected,
-                  looks_right=has_files([f"{reader.__name__}/raw/{n}" for n in FILES]))  # fmt: skip
+                  looks_right=has_files([f"{reader.__name__}/raw/{n}" for n in FILES]),
+                  hint=lambda: _missing_hint(name, root, reader))  # fmt: skip
+    for prefix in ("train", "t10k"):
+        check_idx_pair(raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte")
     train = _read(reader, root, raw, train=True, expected=expected, classes=len(class_names))
     test = _read(reader, root, raw, train=False, expected=expected, classes=len(class_names))
     return in_memory_dataset(
@@ -71,6 +75,69 @@ def load_mnist(name: str, options: DatasetOptions) -> ImageDataset:
         description=f"{about} {raw}",
         extra={"default_augment": augment, "root": str(root)},
     )
+
+
+#: The idx magic numbers (big-endian int32: 0, 0, type 0x08 = unsigned byte, number of dimensions).
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
+
+
+def idx_header(path: Path, magic: int) -> tuple[int, ...]:
+    """The dimensions an idx file's header gives (``(N, rows, cols)`` for images, ``(N,)`` for labels).
+
+    Read with ``struct`` (big-endian) before torchvision, so a damaged file is one line naming it. Raises
+    :class:`ConfigError` when the magic number is not ``magic`` (2051 images, 2049 labels), the file is shorter
+    than its header, or its size is not header + the product of the dimensions (one byte per value).
+    """
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(header)
+    if len(head) < 4 or struct.unpack(">i", head[:4])[0] != magic:
+        found = f"magic 0x{struct.unpack('>I', head[:4])[0]:08x}" if len(head) >= 4 else f"{size} bytes"
+        raise ConfigError(f"{path} is not an idx file: {found}, expected 0x{magic:08x} ({magic}) ({ROOT_OPTION})")
+    if len(head) < header:
+        raise ConfigError(f"{path} is truncated: {size} bytes, shorter than its {header}-byte idx header ({ROOT_OPTION})")
+    dims = struct.unpack(f">{ndim}i", head[4:])
+    values = 1
+    for d in dims:
+        values *= d
+    if size != header + values:
+        what = "images" if ndim == 3 else "labels"
+        shape = f" of {dims[1]}x{dims[2]}" if ndim == 3 else ""
+        problem = "truncated" if size < header + values else "longer than its header says"
+        raise ConfigError(
+            f"{path} is {problem}: its header says {dims[0]} {what}{shape} ({header + values} bytes), "
+            f"the file has {size} bytes; unpack the official .gz file again ({ROOT_OPTION})"
+        )
+    return dims
+
+
+def check_idx_pair(images: Path, labels: Path) -> None:
+    """Refuse (:class:`ConfigError`, naming the files) a damaged idx file or a label count unlike the image count."""
+    n_images = idx_header(images, IMAGES_MAGIC)[0]
+    n_labels = idx_header(labels, LABELS_MAGIC)[0]
+    if n_images != n_labels:
+        raise ConfigError(
+            f"{labels.name} holds {n_labels} labels for {n_images} images in {images.name} (in {images.parent}); "
+            f"unpack the official .gz files again ({ROOT_OPTION})"
+        )
+
+
+def _missing_hint(name: str, root: Path, reader: type) -> str:
+    """Text ending a missing-file message: the other variant's tree at ``root`` (did you mean the other
+    ``--dataset``), or a nearby root whose files are still ``.gz`` (unpack them there); ``""`` if neither."""
+    for other, (other_reader, *_rest) in VARIANTS.items():
+        folder = root / other_reader.__name__ / "raw"
+        if other != name and all((folder / n).is_file() or (folder / f"{n}.gz").is_file() for n in FILES):
+            article = "an" if other_reader.__name__ == "MNIST" else "a"
+            return f"; {root} holds {article} {other_reader.__name__} tree: did you mean --dataset {other}?"
+    packed = has_files([f"{reader.__name__}/raw/{n}.gz" for n in FILES])
+    found = root if packed(root) else nearby_root(root, packed)
+    if found is not None:
+        return (f"; {found} holds the .gz files: unpack them (gunzip {found / reader.__name__ / 'raw'}/*.gz) "
+                f"and pass --data-root {found}")  # fmt: skip
+    return ""
 
 
 def _read(reader: type, root: Path, raw: Path, *, train: bool, expected: str, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
