@@ -130,6 +130,22 @@ def test_noise_module_adds_the_noise_at_its_input():
     assert (behind - before).abs().max() > 1e-3
 
 
+def torchcam_reference(methods, model, layer, method, images, targets, samples, std, seed):
+    """torchcam 0.5.0's own maps for ``images`` at ``layer`` (noise from the global RNG seeded with ``seed``),
+    upsampled bilinearly to the image size as the release did. Shape: ``[N, H, W]``."""
+    shape = tuple(images.shape[1:])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if method == "smooth_gradcampp":
+            extractor = methods.SmoothGradCAMpp(model, layer, num_samples=samples, std=std, input_shape=shape)
+        else:
+            extractor = methods.GradCAM(model, layer, input_shape=shape)
+        with extractor:
+            scores = model(images)
+            (low,) = extractor(class_idx=targets, scores=scores)
+    return F.interpolate(low.unsqueeze(1), size=shape[1:], mode="bilinear", align_corners=False).squeeze(1)
+
+
 @pytest.mark.parametrize("method", ["smooth_gradcampp", "gradcam"])
 def test_torchcam_variant_matches_torchcam(method):
     """ddcore's batched torchcam variant against torchcam 0.5.0 itself, same noise draws, at an early layer (where
@@ -143,15 +159,7 @@ def test_torchcam_variant_matches_torchcam(method):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         draws = torch.stack([torch.randn(images.shape) for _ in range(samples)])  # torchcam's draws, in order
-        torch.manual_seed(seed)
-        if method == "smooth_gradcampp":
-            extractor = methods.SmoothGradCAMpp(model, "features.0.2", num_samples=samples, std=std, input_shape=(1, 16, 16))
-        else:
-            extractor = methods.GradCAM(model, "features.0.2", input_shape=(1, 16, 16))
-        with extractor:
-            scores = model(images)
-            (low,) = extractor(class_idx=targets, scores=scores)
-    reference = F.interpolate(low.unsqueeze(1), size=(16, 16), mode="bilinear", align_corners=False).squeeze(1)
+    reference = torchcam_reference(methods, model, "features.0.2", method, images, targets, samples, std, seed)
     # the layer is 16x16 here: compare at the layer's resolution too, and after a 2x upsampling of both
     ours = grad_cam(model, "features.0.2", images, torch.tensor(targets), method=method, noise=std, noise_draws=draws,
                     variant="torchcam")  # fmt: skip
@@ -161,16 +169,7 @@ def test_torchcam_variant_matches_torchcam(method):
     if method == "smooth_gradcampp":  # the paper formula is another map (alpha, mean gradient, clean activations)
         assert (paper - reference).abs().max() > 1e-3
     # the same draws through a deeper layer (8x8 map, upsampled to 16x16): torchcam normalises, then we upsample
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if method == "smooth_gradcampp":
-            extractor = methods.SmoothGradCAMpp(model, "features.1.2", num_samples=samples, std=std, input_shape=(1, 16, 16))
-        else:
-            extractor = methods.GradCAM(model, "features.1.2", input_shape=(1, 16, 16))
-        with extractor:
-            scores = model(images)
-            (low,) = extractor(class_idx=targets, scores=scores)
-    reference = F.interpolate(low.unsqueeze(1), size=(16, 16), mode="bilinear", align_corners=False).squeeze(1)
+    reference = torchcam_reference(methods, model, "features.1.2", method, images, targets, samples, std, seed)
     ours = grad_cam(model, "features.1.2", images, torch.tensor(targets), method=method, noise=std, noise_draws=draws,
                     variant="torchcam")  # fmt: skip
     assert torch.allclose(ours, reference, atol=1e-5), float((ours - reference).abs().max())
