@@ -160,10 +160,6 @@ def own_label_kind(settings: ResolvedEval, distilled) -> str:
     return "soft" if settings.labels == "soft" or (settings.labels == "auto" and distilled.soft) else "hard"
 
 
-def _mean_std(values: list[float], prefix: str) -> dict[str, Any]:
-    return summarise(values, prefix=prefix)  # no std for one network
-
-
 def _plus_minus(std: float | None) -> str:
     return "(one network: no std)" if std is None else f"± {std:.4f}"
 
@@ -212,7 +208,7 @@ def dd_evaluate(ctx, distilled):
         percent[name] = [d["test"] for d in done]
         metrics.update(summarise(percent[name], prefix=f"{name}_acc"))
         if "val" in done[0]:
-            metrics.update(_mean_std([d["val"] for d in done], f"{name}_val_acc"))
+            metrics.update(summarise([d["val"] for d in done], prefix=f"{name}_val_acc"))
         if "lr" in done[0]:
             metrics[f"{name}_lr_runs"] = [d["lr"] for d in done]
             metrics[f"{name}_search_val_acc_runs"] = [v for d in done for v in d["search_val"]]
@@ -224,7 +220,7 @@ def dd_evaluate(ctx, distilled):
     if "lrs" in config.scores:
         parts = per_run(lrs_from_accuracies, *(fractions[n] for n in SCORE_ROWS["lrs"]), w=config.lrs_weight)
         for key in ("hlr", "ior", "alpha", "lrs"):
-            metrics.update(_mean_std(parts[key], key))
+            metrics.update(summarise(parts[key], prefix=key))
         metrics["lrs_weight"] = config.lrs_weight
         lines.append(
             f"LRS = {metrics['lrs_mean']:.4f} {_plus_minus(metrics.get('lrs_std'))} (w = {config.lrs_weight:g}; "
@@ -233,7 +229,7 @@ def dd_evaluate(ctx, distilled):
     if "ars" in config.scores:
         parts = per_run(ars_from_accuracies, *(fractions[n] for n in SCORE_ROWS["ars"]), gamma=config.ars_weight)
         for key in ("aug_gain", "naug_gain", "beta", "ars"):
-            metrics.update(_mean_std(parts[key], key))
+            metrics.update(summarise(parts[key], prefix=key))
         metrics["ars_weight"] = config.ars_weight
         lines.append(
             f"ARS = {metrics['ars_mean']:.4f} {_plus_minus(metrics.get('ars_std'))} (gamma = {config.ars_weight:g}; "
