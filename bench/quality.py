@@ -73,7 +73,11 @@ LOCK_FILE = "quality.lock"
 FORMAT = 1
 
 #: What an evaluation reads from a run's metrics: ``<prefix>_mean`` and ``<prefix>_runs`` (accuracy %, test split).
-EVALUATIONS: dict[str, str] = {"hard": "eval/acc", "kd": "diffsel/kd_acc"}
+#: ``val`` / ``kd-val``: the same networks on the validation split carved from the training split (what a
+#: grid that chooses presets reports; never the test split).
+EVALUATIONS: dict[str, str] = {
+    "hard": "eval/acc", "val": "eval/val_acc", "kd": "diffsel/kd_acc", "kd-val": "diffsel/kd_val_acc",
+}  # fmt: skip
 
 #: Options every cell starts from (``holdout = "always"``: every method carves the same validation split).
 BASE_OPTIONS: dict[str, Any] = {"holdout": "always", "validation": 0.1}
@@ -619,7 +623,9 @@ def paths_args(cache_dir: str, data_root: str) -> list[str]:
 
 
 #: The option that sets how many networks an evaluation trains (it must be >= 1 for the table to have a figure).
-EVALUATION_RUNS: dict[str, str] = {"hard": "eval.runs", "kd": "plugin.diffsel.kd.runs"}
+EVALUATION_RUNS: dict[str, str] = {
+    "hard": "eval.runs", "val": "eval.runs", "kd": "plugin.diffsel.kd.runs", "kd-val": "plugin.diffsel.kd.runs",
+}  # fmt: skip
 
 
 def check_evaluations(cells: Sequence[Cell]) -> None:
@@ -653,7 +659,7 @@ def validate_cells(cells: Sequence[Cell], cache_dir: str, data_root: str = "") -
         where = f"cell {cell.dataset.name} IPC {cell.ipc} method {cell.method.name}"
         try:
             pipeline = Pipeline(cell.run_config(cache_dir, data_root), write=False)
-            if "hard" in cell.method.evaluations and pipeline.config.eval.runs < 1:
+            if {"hard", "val"} & set(cell.method.evaluations) and pipeline.config.eval.runs < 1:
                 raise ConfigError(f"eval.runs = {pipeline.config.eval.runs}: method {cell.method.name!r} reports "
                                   "eval/acc_mean, which needs eval.runs >= 1 for a quality grid (option --set)")  # fmt: skip
             if cell.dataset.name not in built:

@@ -403,3 +403,32 @@ def test_dry_run_prints_whole_commands_and_estimates_from_any_finished_cell(qual
     for line in lines[:-1]:
         name, _, command = line.partition(": ")
         assert f"--out {out / 'runs' / name}" in command and f"--cache-dir {cache}" in command and f"--data-root {root}" in command
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation-split evaluations (the grids that choose presets)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_val_evaluations_read_the_validation_figures_not_the_test_ones(quality):
+    metrics = {
+        "eval/acc_mean": 60.0, "eval/acc_runs": [59.0, 61.0],
+        "eval/val_acc_mean": 70.0, "eval/val_acc_runs": [69.0, 71.0],
+        "diffsel/kd_acc_mean": 80.0, "diffsel/kd_acc_runs": [80.0],
+        "diffsel/kd_val_acc_mean": 90.0, "diffsel/kd_val_acc_runs": [90.0],
+    }  # fmt: skip
+    method = quality.Method("x", evaluations=("val", "kd-val"))
+    figures = quality.extract(metrics, method)
+    assert figures == {"val": {"acc": 70.0, "runs": [69.0, 71.0]}, "kd-val": {"acc": 90.0, "runs": [90.0]}}
+    with pytest.raises(ValueError, match="diffsel/kd_val_acc_mean"):  # a run without a validation split
+        quality.extract({k: v for k, v in metrics.items() if "kd_val" not in k}, method)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (SCRIPT.parent / "grids").glob("*-select.toml")))
+def test_shipped_selection_grids_report_only_validation_figures(quality, name):
+    """A grid that chooses presets never puts a test figure in its table."""
+    args = quality.parse_args(["--out", "unused", "--grid", str(SCRIPT.parent / "grids" / name)])
+    grid = quality.build_grid(args)
+    assert grid.methods and {e for m in grid.methods for e in m.evaluations} <= {"val", "kd-val"}
+    assert grid.options["holdout"] == "always" and grid.options["validation"] > 0
+    assert not set(grid.seeds) & set(range(5))  # not the table's seeds 0-4

@@ -99,3 +99,17 @@ def test_cpu_presets_are_the_cpu_sized_recipe():
     for k in (1, 10, 50):
         assert resolve_tm_preset(f"cpu-ipc{k}", "imagefolder", k) == (f"cpu-ipc{k}", TM_PRESETS[f"digits-ipc{k}"])
     assert human_seconds(14 * 3600) == "14 h"
+
+
+def test_a_family_name_takes_its_row_at_the_nearest_preset_ipc(tmp_path):
+    for ipc, k in ((1, 1), (3, 1), (8, 10), (30, 10), (31, 50), (200, 50)):
+        for family in ("cpu", "digits", "spec"):
+            assert resolve_tm_preset(family, "imagefolder", ipc) == (f"{family}-ipc{k}", TM_PRESETS[f"{family}-ipc{k}"])
+    with pytest.raises(ConfigError, match=r"unknown preset 'gpu'.*cpu, digits, spec"):
+        resolve_tm_preset("gpu", "digits", 1)
+    # through a run: the resolved name is what the run records, and explicit keys still win
+    pipeline = _pipeline(tmp_path, tm={"preset": "cpu", "iterations": 7})
+    pipeline.ctx.reporter.info = lambda line: None
+    pipeline.distiller.check_preset()
+    record = pipeline.ctx.records["tm_preset"]
+    assert record["preset"] == "cpu-ipc1" and record["iterations"] == 7 and record["syn_steps"] == 10

@@ -91,14 +91,23 @@ def resolve_tm_preset(name: str, dataset: str, ipc: int) -> tuple[str, dict[str,
     200
     >>> resolve_tm_preset("none", "digits", 1)
     ('none', {})
+
+    A family's name alone (``cpu``, ``digits``, ``spec``, ...) takes that family's preset at the IPC nearest
+    to the run's, as ``auto`` does for the dataset's own family (so one grid can name it for every IPC):
+
+    >>> resolve_tm_preset("cpu", "imagefolder", 8)[0]
+    'cpu-ipc10'
     """
     if name == "none":
         return "none", {}
+    nearest = nearest_preset_ipc(ipc)
     if name == "auto":
-        nearest = nearest_preset_ipc(ipc)
         name = f"{dataset}-ipc{nearest}" if f"{dataset}-ipc{nearest}" in TM_PRESETS else f"spec-ipc{nearest}"
+    elif f"{name}-ipc{nearest}" in TM_PRESETS:
+        name = f"{name}-ipc{nearest}"
     if name not in TM_PRESETS:
-        known = ", ".join(["auto", "none", *TM_PRESETS])
+        families = sorted({key.rsplit("-ipc", 1)[0] for key in TM_PRESETS})
+        known = ", ".join(["auto", "none", *families, *TM_PRESETS])
         raise ConfigError(f"config key 'tm.preset': unknown preset {name!r}; choose one of {known}")
     return name, dict(TM_PRESETS[name])
 

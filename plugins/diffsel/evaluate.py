@@ -1,6 +1,9 @@
 """``dd_evaluate`` for this plugin: the KD evaluator (``[plugin.diffsel.kd] runs > 0``).
 
-Metrics (test accuracy in percent): ``kd_acc_mean``, ``kd_acc_std``, ``kd_acc_runs``; the run
+Metrics (test accuracy in percent): ``kd_acc_mean``, ``kd_acc_std``, ``kd_acc_runs``; when the run carved a
+validation split from the training split (:mod:`ddcore.data.split`), the same students on it:
+``kd_val_acc_mean``, ``kd_val_acc_std``, ``kd_val_acc_runs`` (what a script may choose settings on; the
+test figures are never for choosing). The run
 records the resolved recipe, the student network, the teacher's test accuracy and ``batched``: how this
 process trained its students (:class:`ddcore.ensemble.EnsemblePlan`).
 
@@ -83,16 +86,17 @@ def kd_evaluate(ctx, distilled, config: DiffselConfig) -> dict | None:
         raise ConfigError(f"config key 'eval.batched' is 'on' but the KD student ({source}) cannot be batched: "
                           f"{unbatchable_reason(probe)}; set eval.batched to 'auto' or 'off'")  # fmt: skip
     teacher = _teacher(ctx, dataset, config)  # after the checks: it may be trained
-    test_loader = lambda: dataset.loader("test", 500)  # noqa: E731
+    splits = ("test", "val") if getattr(dataset, "val", None) is not None else ("test",)
 
-    def train_share(runs: list[int], advance) -> tuple[list[float], EnsemblePlan]:
+    def train_share(runs: list[int], advance) -> tuple[list[list[float]], EnsemblePlan]:
+        """Each of ``runs``' students trained; returns ``[[test, val?] per student]`` in percent."""
         reason = loop_reason(probe, mode, ctx.device, len(runs))
         if reason is not None:
             accuracies = []
             for run in runs:
                 model = train_student(student(run), teacher, distilled.images.detach(), recipe,
                                       ctx.derive_generator("diffsel-kd", run), ctx.device)  # fmt: skip
-                accuracies.append(100.0 * accuracy_on(model, test_loader(), ctx.device))
+                accuracies.append([100.0 * accuracy_on(model, dataset.loader(split, 500), ctx.device) for split in splits])
                 advance(1)
             plan = EnsemblePlan.one_by_one(reason, len(runs), ctx.device)
         else:
@@ -105,7 +109,8 @@ def kd_evaluate(ctx, distilled, config: DiffselConfig) -> dict | None:
                 chosen = [runs[i] for i in group]
                 models = train_students([student(r) for r in chosen], teacher, distilled.images.detach(), recipe,
                                         [ctx.derive_generator("diffsel-kd", r) for r in chosen], ctx.device)  # fmt: skip
-                accuracies += [100.0 * a for a in ensemble_accuracy(models, test_loader(), ctx.device)]
+                per_split = [ensemble_accuracy(models, dataset.loader(split, 500), ctx.device) for split in splits]
+                accuracies += [[100.0 * figures[i] for figures in per_split] for i in range(len(chosen))]
                 advance(len(chosen))
         plan.groups = [[runs[i] for i in group] for group in plan.groups]  # run numbers, not positions
         return accuracies, plan
@@ -114,4 +119,7 @@ def kd_evaluate(ctx, distilled, config: DiffselConfig) -> dict | None:
     teacher_acc = 100.0 * accuracy_on(teacher, dataset.loader("test", 500), ctx.device)
     ctx.record("diffsel/kd", {"recipe": asdict(recipe), "student": asdict(spec), "teacher_acc": teacher_acc,
                               "batched": plan.to_dict() if plan is not None else None})  # fmt: skip
-    return {**summarise(accuracies, prefix="kd_acc"), "kd_teacher_acc": teacher_acc}
+    metrics = {**summarise([a[0] for a in accuracies], prefix="kd_acc"), "kd_teacher_acc": teacher_acc}
+    if "val" in splits:
+        metrics.update(summarise([a[1] for a in accuracies], prefix="kd_val_acc"))
+    return metrics

@@ -75,3 +75,22 @@ def test_kd_ignores_the_distilled_labels(run_tiny, shared_cache):
     assert result.distilled.meta["initialized_by"] == "next-class-labels"
     assert result.metrics["eval/acc_runs"] == [0.0]
     assert result.metrics["diffsel/kd_acc_runs"] == [100.0]
+
+
+def test_kd_students_are_also_scored_on_the_validation_split(run_tiny, tmp_path):
+    """With a validation split carved from the training split, the same students report ``kd_val_acc``.
+
+    On ``ka/shifted`` the test labels are the next class (0 %), but the validation images come from the
+    training split, whose labels follow the rule: the students score 100 % there. A validation figure
+    read from the test split would be 0 %; a test figure read from the validation split would be 100 %.
+    (Its own cache: the teacher is trained on the smaller training split that is left.)
+    """
+    result = kd_run(run_tiny, str(tmp_path / "cache"), "shifted", holdout="always", validation=0.25)
+    assert result.metrics["diffsel/kd_acc_runs"] == [0.0]
+    assert result.metrics["diffsel/kd_val_acc_runs"] == [100.0]
+    assert result.metrics["diffsel/kd_val_acc_mean"] == 100.0 and "diffsel/kd_val_acc_std" not in result.metrics
+
+
+def test_no_validation_split_means_no_validation_figure(run_tiny, shared_cache):
+    result = kd_run(run_tiny, shared_cache, "clean")
+    assert not any(key.startswith("diffsel/kd_val_acc") for key in result.metrics)
