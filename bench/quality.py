@@ -765,8 +765,15 @@ def markdown(rows: Sequence[Mapping[str, Any]], command: str, grid: Grid) -> str
             elif check.get("max_abs_diff") == 0:
                 notes.append(f"- pairing verified: {row['dataset']} IPC {row['ipc']} {row['method']} starts from the same images "
                              f"as its start method (equal accuracies of the same networks, seeds {check['seeds']})")  # fmt: skip
+    used = {e for m in grid.methods for e in m.evaluations}
+    splits = " and ".join(
+        part for part in (
+            "test split (hard, kd)" if used & {"hard", "kd"} else "",
+            "validation split carved from the training split (val, kd-val)" if used & {"val", "kd-val"} else "",
+        ) if part
+    )  # fmt: skip
     header = [
-        f"Test accuracy (%), per seed the mean over the run's evaluation networks; seeds {grid.seeds}; "
+        f"Accuracy (%) on the {splits}, per seed the mean over the run's evaluation networks; seeds {grid.seeds}; "
         f"device {grid.device}; global options {json.dumps(grid.options, sort_keys=True)}.",
         "",
     ]
