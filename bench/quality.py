@@ -72,7 +72,7 @@ RESULTS_FILE = "results.jsonl"
 LOCK_FILE = "quality.lock"
 FORMAT = 1
 
-#: What an evaluation reads from a run's metrics: ``<prefix>_mean`` and ``<prefix>_runs`` (accuracy %, test split).
+#: What an evaluation reads from a run's metrics: ``<prefix>_mean`` and ``<prefix>_runs`` (accuracy %; ``hard``, ``kd``: test split).
 #: ``val`` / ``kd-val``: the same networks on the validation split carved from the training split (what a
 #: grid that chooses presets reports; never the test split).
 EVALUATIONS: dict[str, str] = {
@@ -659,9 +659,10 @@ def validate_cells(cells: Sequence[Cell], cache_dir: str, data_root: str = "") -
         where = f"cell {cell.dataset.name} IPC {cell.ipc} method {cell.method.name}"
         try:
             pipeline = Pipeline(cell.run_config(cache_dir, data_root), write=False)
-            if {"hard", "val"} & set(cell.method.evaluations) and pipeline.config.eval.runs < 1:
+            builtin = [e for e in cell.method.evaluations if EVALUATION_RUNS[e] == "eval.runs"]
+            if builtin and pipeline.config.eval.runs < 1:
                 raise ConfigError(f"eval.runs = {pipeline.config.eval.runs}: method {cell.method.name!r} reports "
-                                  "eval/acc_mean, which needs eval.runs >= 1 for a quality grid (option --set)")  # fmt: skip
+                                  f"{EVALUATIONS[builtin[0]]}_mean, which needs eval.runs >= 1 for a quality grid (option --set)")  # fmt: skip
             if cell.dataset.name not in built:
                 built.add(cell.dataset.name)
                 pipeline.build_dataset()
