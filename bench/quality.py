@@ -769,8 +769,9 @@ def markdown(rows: Sequence[Mapping[str, Any]], command: str, grid: Grid) -> str
     used = {e for m in grid.methods for e in m.evaluations}
     splits = " and ".join(
         part for part in (
-            "test split (hard, kd)" if used & {"hard", "kd"} else "",
-            "validation split carved from the training split (val, kd-val)" if used & {"val", "kd-val"} else "",
+            f"test split ({', '.join(sorted(used & {'hard', 'kd'}))})" if used & {"hard", "kd"} else "",
+            f"validation split carved from the training split ({', '.join(sorted(used & {'val', 'kd-val'}))})"
+            if used & {"val", "kd-val"} else "",
         ) if part
     )  # fmt: skip
     header = [
