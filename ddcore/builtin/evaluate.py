@@ -226,7 +226,7 @@ def dd_evaluate(ctx, distilled):
         return None
     ctx.record("eval", settings.to_dict())
     initial = paired_initial(ctx)
-    splits = ("test", "val") if getattr(ctx.dataset, "val", None) is not None else ("test",)
+    splits = ctx.dataset.scored_splits
     kinds = ("distilled", *(("initial",) if initial is not None else ()), *settings.baseline)
     sets = {kind: initial if kind == "initial" else distilled for kind in kinds}
     jobs = [(kind, r) for kind in kinds for r in range(settings.runs)]

@@ -143,7 +143,7 @@ def searches(settings: ResolvedEval, distilled, row: Row, candidates: list[float
 
 def measure(ctx, settings: ResolvedEval, distilled, name: str, row: Row, repeat: int, candidates: list[float]) -> dict[str, Any]:
     """One job: ``{"test": %, "val": % (when carved), "lr": chosen, "search_val": [...], "search_test": [...]}``."""
-    splits = ("test", "val") if getattr(ctx.dataset, "val", None) is not None else ("test",)
+    splits = ctx.dataset.scored_splits
 
     def accuracies(model) -> dict[str, float]:
         return {s: 100.0 * accuracy_on(model, ctx.dataset.loader(s, settings.test_batch_size), ctx.device) for s in splits}

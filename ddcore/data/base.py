@@ -80,6 +80,12 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def scored_splits(self) -> tuple[str, ...]:
+        """The splits an evaluator scores its networks on: ``("test", "val")`` when a validation split was
+        carved, else ``("test",)`` (the test split first: its figure is the result)."""
+        return ("test", "val") if self.val is not None else ("test",)
+
     def split(self, name: str) -> ImageSplit:
         """``"train"``, ``"test"``, or ``"val"`` when a validation split was carved (else ``ValueError``)."""
         if name == "val":

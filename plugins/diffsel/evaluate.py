@@ -86,7 +86,7 @@ def kd_evaluate(ctx, distilled, config: DiffselConfig) -> dict | None:
         raise ConfigError(f"config key 'eval.batched' is 'on' but the KD student ({source}) cannot be batched: "
                           f"{unbatchable_reason(probe)}; set eval.batched to 'auto' or 'off'")  # fmt: skip
     teacher = _teacher(ctx, dataset, config)  # after the checks: it may be trained
-    splits = ("test", "val") if getattr(dataset, "val", None) is not None else ("test",)
+    splits = dataset.scored_splits
 
     def train_share(runs: list[int], advance) -> tuple[list[list[float]], EnsemblePlan]:
         """Each of ``runs``' students trained; returns ``[[test, val?] per student]`` in percent."""
