@@ -856,6 +856,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", default="", metavar="PATH",
                         help="dd run --data-root for every cell (datasets read from files: mnist, cifar10, ...); checked "
                              "before the first cell; recorded in each results line, not part of a cell's key")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="cells run at a time (default 1); on a CPU give each OMP_NUM_THREADS=1, e.g. --jobs 2 on 2 cores")  # fmt: skip
     parser.add_argument("--skip-failed", action="store_true", help="do not rerun cells recorded as failed")
     parser.add_argument("--allow-other-globals", action="store_true", help="accept a results file with other global options")
     parser.add_argument("--report", action="store_true",
@@ -879,6 +881,8 @@ def main(argv: Sequence[str] | None = None, runner: Callable[..., tuple[dict[str
 
 
 def check_paths(args: argparse.Namespace) -> None:
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs}: give a number of cells to run at a time, 1 or more")
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} is a file; give a folder")
     for path, option in ((args.markdown, "--markdown"), (args.json_out, "--json")):
@@ -1029,24 +1033,49 @@ def report(args: argparse.Namespace) -> int:
 
 
 def run_all(todo, cells, records, results: Path, current, args, runner, grid: Grid) -> None:
-    for number, cell in enumerate(todo, 1):
-        left, unknown = estimate(cells, records)
-        eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "") if left else ""
-        print(f"[{number}/{len(todo)}] {cell.name}{eta}", file=sys.stderr, flush=True)
-        run_dir = args.out / "runs" / cell.name
-        fields, seconds = runner(cell, run_dir, args.out / "logs" / f"{cell.name}.log", args.cache_dir, args.data_root)
-        record = {
-            "format": FORMAT, "key": cell.key, "cell": cell.config(), "seed": cell.seed,
-            "run_dir": str(Path("runs") / cell.name), "command": cell_command(cell, run_dir, args),
-            "data_root": args.data_root, "overrides": dict(sorted(grid.overrides.items())),
-            "globals": current, "globals_hash": globals_hash(current), "seconds": seconds,
-            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **fields,
-        }  # fmt: skip
-        append_record(results, record)
-        records[cell.key] = record
-        if record["status"] == "failed":
-            print(f"  failed: {record['error']}", file=sys.stderr, flush=True)
+    """Run ``todo`` (seed by seed), ``args.jobs`` cells at a time; each finished cell is appended at once.
 
+    With ``--jobs N`` the next cells start in the given order as earlier ones finish, so the cells of one
+    seed run together. Ctrl-C stops the running cells (their subprocesses get the signal too) and starts
+    no more; the finished ones are in the results file.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    pending = list(enumerate(todo, 1))
+    running: dict = {}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        try:
+            while pending or running:
+                while pending and len(running) < args.jobs:
+                    number, cell = pending.pop(0)
+                    left, unknown = estimate(cells, records)
+                    eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "") if left else ""
+                    print(f"[{number}/{len(todo)}] {cell.name}{eta}", file=sys.stderr, flush=True)
+                    run_dir = args.out / "runs" / cell.name
+                    log = args.out / "logs" / f"{cell.name}.log"
+                    running[pool.submit(runner, cell, run_dir, log, args.cache_dir, args.data_root)] = cell
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    record_cell(running.pop(future), *future.result(), results, records, current, args, grid)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def record_cell(cell: Cell, fields: Mapping[str, Any], seconds: float, results: Path, records, current, args, grid: Grid) -> None:
+    """Append ``cell``'s results line (one write) and keep it in ``records``."""
+    run_dir = args.out / "runs" / cell.name
+    record = {
+        "format": FORMAT, "key": cell.key, "cell": cell.config(), "seed": cell.seed,
+        "run_dir": str(Path("runs") / cell.name), "command": cell_command(cell, run_dir, args),
+        "data_root": args.data_root, "overrides": dict(sorted(grid.overrides.items())),
+        "globals": current, "globals_hash": globals_hash(current), "seconds": seconds,
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **fields,
+    }  # fmt: skip
+    append_record(results, record)
+    records[cell.key] = record
+    if record["status"] == "failed":
+        print(f"  failed ({cell.name}): {record['error']}", file=sys.stderr, flush=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -135,6 +135,42 @@ def test_grid_runs_every_cell_once_and_the_table_is_the_hand_computation(quality
     assert again.calls == [] and (out / "results.jsonl").read_bytes() == before
 
 
+def test_jobs_run_cells_side_by_side_and_give_the_same_results(quality, tmp_path):
+    """--jobs 2: two cells are in flight at once (a barrier only two concurrent calls pass), every cell
+    runs once, and the results (keys, figures) and table are those of --jobs 1."""
+    import threading
+
+    barrier = threading.Barrier(2, timeout=30)
+
+    lock, started = threading.Lock(), []
+
+    class Together(FakeRunner):
+        def __call__(self, cell, run_dir, log, cache_dir, data_root=""):
+            with lock:
+                started.append(cell.name)
+                first_two = len(started) <= 2
+            if first_two:  # the first two cells wait for each other: with one job this would time out
+                barrier.wait()
+            with lock:
+                return super().__call__(cell, run_dir, log, cache_dir, data_root)
+
+    serial, parallel = tmp_path / "one", tmp_path / "two"
+    assert quality.main([*grid_args(serial), "--json", str(tmp_path / "one.json")], runner=FakeRunner()) == 0
+    runner = Together()
+    assert quality.main([*grid_args(parallel), "--jobs", "2", "--json", str(tmp_path / "two.json")], runner=runner) == 0
+    assert sorted(runner.calls) == sorted((m, s) for m in ("random", "tm", "edf") for s in (0, 1, 2))
+
+    def figures(out):
+        return {r["key"]: (r["status"], r["figures"]) for r in records(out)}
+
+    assert figures(parallel) == figures(serial)
+    one, two = (json.loads((tmp_path / f).read_text())["rows"] for f in ("one.json", "two.json"))
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "run_dirs"} for row in rows]  # noqa: E731
+    assert strip(two) == strip(one)
+    assert quality.main([*grid_args(tmp_path / "zero"), "--jobs", "0"], runner=FakeRunner()) == 2
+    assert not (tmp_path / "zero").exists()
+
+
 def test_failed_cell_is_recorded_shown_and_rerun(quality, tmp_path, capsys):
     out = tmp_path / "q"
     assert quality.main(grid_args(out), runner=FakeRunner(fails={("tm", 1)})) == 1  # a failed cell: exit 1
