@@ -468,3 +468,21 @@ def test_shipped_selection_grids_report_only_validation_figures(quality, name):
     assert grid.methods and {e for m in grid.methods for e in m.evaluations} <= {"val", "kd-val"}
     assert grid.options["holdout"] == "always" and grid.options["validation"] > 0
     assert not set(grid.seeds) & set(range(5))  # not the table's seeds 0-4
+
+
+def test_the_table_grid_uses_the_default_methods_and_the_chosen_diffusion_settings(quality):
+    """bench/grids/proxy-quality.toml: its random/tm/edf cells are the default grid's (same keys, so
+    cells run either way count), and its diffusion method is exactly the one chosen on validation."""
+    grids = SCRIPT.parent / "grids"
+
+    def cells(*argv):
+        return {(c.dataset.name, c.ipc, c.method.name, c.seed): c for c in quality.cells_of(quality.build_grid(quality.parse_args(["--out", "unused", *argv])))}
+
+    narrow = ["--methods", "tm", "edf", "--ipc", "10", "1", "--seeds", "0-4"]
+    table, default = cells("--grid", str(grids / "proxy-quality.toml"), *narrow), cells(*narrow)
+    assert table.keys() == default.keys() and len(table) == 2 * 2 * 3 * 5
+    assert all(table[k].key == default[k].key for k in table)
+    chosen = cells("--grid", str(grids / "proxy-diffsel-select.toml"), "--methods", "diffusion-rank")
+    table = cells("--grid", str(grids / "proxy-quality.toml"), "--methods", "diffusion-rank", "--datasets", "compdd/proxy-hard", "--ipc", "10", "--seeds", "100")
+    key = ("compdd/proxy-hard", 10, "diffusion-rank", 100)
+    assert chosen[key].key == table[key].key  # the same options, plugins and evaluation recipe, so the same cell
