@@ -982,7 +982,8 @@ def report(args: argparse.Namespace) -> int:
     results = args.out / RESULTS_FILE
     records = read_results(results)
     if not records:
-        raise ConfigError(f"{results} holds no cells; run the grid first (the same command without --report) (option --out)")
+        what = "holds no cells" if results.exists() else "does not exist"
+        raise ConfigError(f"{results} {what}; run the grid first (the same command without --report) (option --out)")
     _, methods, _ = read_grid(args.grid)
     if args.sets or args.device or args.grid:
         picked = build_grid(args)

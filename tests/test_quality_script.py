@@ -369,6 +369,13 @@ def test_report_reads_the_grid_and_global_options_from_the_results_file(quality,
     assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=4"], runner=refuse) == 0
     assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=9"], runner=refuse) == 2
     assert "no cells made with these global options" in capsys.readouterr().err
+    # nothing to report: a folder never run says so, and so does an empty results file
+    assert quality.main(["--out", str(tmp_path / "never"), "--report"], runner=refuse) == 2
+    assert "results.jsonl does not exist; run the grid first" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "results.jsonl").write_text("")
+    assert quality.main(["--out", str(tmp_path / "empty"), "--report"], runner=refuse) == 2
+    assert "results.jsonl holds no cells; run the grid first" in capsys.readouterr().err
 
 
 def test_report_exits_1_when_a_cell_of_the_grid_failed(quality, tmp_path, capsys):
