@@ -7,7 +7,8 @@
     .venv/bin/python bench/quality.py --out runs/quality --dry-run                               # cells, commands, time left
     .venv/bin/python bench/quality.py --out runs/q-mnist --datasets mnist --data-root ~/data     # datasets read from files
 
-Exit status 0, or 1 when any cell of the grid failed (the table lists it), 2 for bad input.
+Exit status 0, or 1 when any cell of the grid failed (the table lists it), 2 for bad input, 130 when
+interrupted (Ctrl-C or SIGTERM; finished cells are kept).
 
 **Grid.** methods x datasets x IPC x seeds (default: ``random tm edf observer diffusion`` on
 ``compdd/proxy-easy compdd/proxy-hard``, IPC 1 and 10, seeds 0-4). A method is a ``dd run`` recipe
@@ -873,11 +874,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, runner: Callable[..., tuple[dict[str, Any], float]] = run_cell) -> int:
     """The script; ``runner(cell, run_dir, log, cache_dir)`` runs one cell (tests may pass their own)."""
     args = parse_args(argv)
+    import signal
+
+    def terminate(signum, frame):  # SIGTERM (a job manager, `timeout`) stops the script as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading_main() else None
     try:
         return _main(args, runner)
     except DDError as exc:
         print(exc.cli_message(), file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # before any cell ran (the checks); the cells' own handler printed its line
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_main() -> bool:
+    """Whether this is the main thread (only it may install signal handlers)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -919,7 +939,10 @@ def _main(args: argparse.Namespace, runner) -> int:
         left, unknown = estimate(cells, records)
         for cell in todo:
             print(f"{cell.name}: {cell_command(cell, args.out / 'runs' / cell.name, args)}")
-        known = f"estimated {duration(left)} from finished cells" if left else "no finished cell to estimate from"
+        known = (f"estimated {duration(left / min(args.jobs, len(todo)))} from finished cells"
+                 + (f" with --jobs {args.jobs}" if args.jobs > 1 else "")) if left else "no finished cell to estimate from"  # fmt: skip
+        if not todo:
+            known = "every cell is complete"
         print(f"{len(todo)} of {len(cells)} cells to run; {known}"
               + (f" (+ {unknown} cells with nothing to go by)" if unknown and left else ""))  # fmt: skip
         return 0
@@ -936,7 +959,8 @@ def _main(args: argparse.Namespace, runner) -> int:
         try:
             run_all(todo, cells, records, results, current, args, runner, grid)
         except KeyboardInterrupt:
-            print(f"\ninterrupted; finished cells are in {results}; rerun the same command to continue", file=sys.stderr)
+            kept = "finished cells are in " + str(results) if results.exists() else "no cell finished"
+            print(f"\ninterrupted; {kept}; rerun the same command to continue", file=sys.stderr)
             return 130
         finally:
             lock.close()
@@ -1004,8 +1028,13 @@ def report(args: argparse.Namespace) -> int:
     cfgs = [r["cell"] for r in mine]
     unknown = sorted({c["method"] for c in cfgs} - set(methods))
     if unknown and not args.methods:
-        raise ConfigError(f"{results} holds cells of method(s) {', '.join(unknown)}, not built in: pass the grid file "
-                          "that defines them (option --grid), or narrow with --methods")  # fmt: skip
+        if not args.grid:
+            raise ConfigError(f"{results} holds cells of method(s) {', '.join(unknown)}, not built in: pass the grid file "
+                              "that defines them (option --grid), or narrow with --methods")  # fmt: skip
+        # several grids ran into one folder (the EDF selection reuses the TM selection's cells): show this grid's
+        print(f"note: {results} also holds method(s) {', '.join(unknown)}, not in {args.grid}; left out", file=sys.stderr)
+        cfgs = [c for c in cfgs if c["method"] in methods]
+        mine = [r for r in mine if r["cell"]["method"] in methods]
     present = lambda key: list(dict.fromkeys(c[key] for c in cfgs))  # noqa: E731
     narrowed = argparse.Namespace(**{
         **vars(args),
@@ -1036,31 +1065,62 @@ def report(args: argparse.Namespace) -> int:
 def run_all(todo, cells, records, results: Path, current, args, runner, grid: Grid) -> None:
     """Run ``todo`` (seed by seed), ``args.jobs`` cells at a time; each finished cell is appended at once.
 
-    With ``--jobs N`` the next cells start in the given order as earlier ones finish, so the cells of one
-    seed run together. Ctrl-C stops the running cells (their subprocesses get the signal too) and starts
-    no more; the finished ones are in the results file.
+    With ``--jobs N`` (N > 1) N cells run in worker threads and the next start in the given order as
+    earlier ones finish, so the cells of one seed run together. An interrupt (Ctrl-C, SIGTERM) starts no
+    more cells and keeps every finished one. With one job it kills the running cell's process; with
+    several, a terminal's Ctrl-C stops the cells' processes too, and a signal to this process alone waits
+    for the running cells and keeps those that complete.
     """
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    if args.jobs == 1:  # in this thread, so an interrupt reaches subprocess.run, which kills the cell's process
+        for number, cell in enumerate(todo, 1):
+            announce(number, cell, todo, cells, records, args)
+            fields, seconds = runner(cell, args.out / "runs" / cell.name, args.out / "logs" / f"{cell.name}.log", args.cache_dir, args.data_root)
+            record_cell(cell, fields, seconds, results, records, current, args, grid)
+        return
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
-    pending = list(enumerate(todo, 1))
-    running: dict = {}
+    lock, stopping, running = threading.Lock(), threading.Event(), set()
+
+    def work(number: int, cell: Cell) -> None:  # in a worker thread: run the cell, then record it at once
+        with lock:
+            if stopping.is_set():
+                return
+            announce(number, cell, todo, cells, records, args)
+            running.add(cell.name)
+        try:
+            fields, seconds = runner(cell, args.out / "runs" / cell.name, args.out / "logs" / f"{cell.name}.log", args.cache_dir, args.data_root)
+            with lock:
+                if not (stopping.is_set() and fields.get("status") != "complete"):  # a cell the signal stopped is no failure
+                    record_cell(cell, fields, seconds, results, records, current, args, grid)
+        finally:
+            with lock:
+                running.discard(cell.name)
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         try:
-            while pending or running:
-                while pending and len(running) < args.jobs:
-                    number, cell = pending.pop(0)
-                    left, unknown = estimate(cells, records)
-                    eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "") if left else ""
-                    print(f"[{number}/{len(todo)}] {cell.name}{eta}", file=sys.stderr, flush=True)
-                    run_dir = args.out / "runs" / cell.name
-                    log = args.out / "logs" / f"{cell.name}.log"
-                    running[pool.submit(runner, cell, run_dir, log, args.cache_dir, args.data_root)] = cell
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    record_cell(running.pop(future), *future.result(), results, records, current, args, grid)
-        except KeyboardInterrupt:
+            futures = [pool.submit(work, number, cell) for number, cell in enumerate(todo, 1)]
+            for future in futures:
+                future.result()
+        except BaseException as exc:
+            stopping.set()
+            if isinstance(exc, KeyboardInterrupt):
+                # A terminal's Ctrl-C reached the cells' processes too (they stop at once); a signal to this process
+                # alone leaves them running: wait for them and keep what completes (a second Ctrl-C stops waiting).
+                with lock:
+                    now = len(running)
+                print(f"\ninterrupted; waiting for the {now} running cell(s), whose complete results are kept "
+                      "(Ctrl-C again to stop waiting)", file=sys.stderr, flush=True)  # fmt: skip
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def announce(number: int, cell: Cell, todo, cells, records, args) -> None:
+    """The progress line of a cell that starts: its number, name and the time left (shared by ``--jobs`` cells)."""
+    left, unknown = estimate(cells, records)
+    left /= min(args.jobs, max(1, len(todo) - number + 1))
+    eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "") if left else ""
+    print(f"[{number}/{len(todo)}] {cell.name}{eta}", file=sys.stderr, flush=True)
 
 
 def record_cell(cell: Cell, fields: Mapping[str, Any], seconds: float, results: Path, records, current, args, grid: Grid) -> None:

@@ -69,7 +69,8 @@ def test_toml_values_read_back_as_dd_run_reads_them(quality):
 
 def accuracy(method: str, seed: int) -> float:
     """The stand-in runner's accuracy: a known function of method and seed (not of the order cells run in)."""
-    return {"random": 50.0, "tm": 55.0, "edf": 56.0}[method] + 1.5 * seed + (0.7 * seed * seed if method != "random" else 0.0)
+    base = {"random": 50.0, "tm": 55.0, "edf": 56.0}[method.split("-")[0]]  # a grid file's "tm-x": tm's
+    return base + 1.5 * seed + (0.7 * seed * seed if method != "random" else 0.0)
 
 
 class FakeRunner:
@@ -493,3 +494,57 @@ def test_the_table_grid_uses_the_default_methods_and_the_chosen_diffusion_settin
     table = cells("--grid", str(grids / "proxy-quality.toml"), "--methods", "diffusion-rank", "--datasets", "compdd/proxy-hard", "--ipc", "10", "--seeds", "100")
     key = ("compdd/proxy-hard", 10, "diffusion-rank", 100)
     assert chosen[key].key == table[key].key  # the same options, plugins and evaluation recipe, so the same cell
+
+
+def test_an_interrupt_with_jobs_keeps_the_cells_that_complete_and_starts_no_more(quality, tmp_path, capsys):
+    """SIGINT to the script alone while two cells run: the one that still completes is recorded, the one its
+    signal stopped is not recorded as failed, no further cell starts, exit 130; a rerun runs the rest."""
+    import signal
+    import threading
+    import time
+
+    main_thread, second = threading.main_thread().ident, threading.Event()
+
+    class Interrupted(FakeRunner):
+        def __call__(self, cell, run_dir, log, cache_dir, data_root=""):
+            self.calls.append((cell.method.name, cell.seed))
+            if len(self.calls) == 1:  # the first cell: the signal arrives while both run; it completes anyway
+                assert second.wait(10)
+                signal.pthread_kill(main_thread, signal.SIGINT)
+                time.sleep(0.3)
+                return FakeRunner.__call__(FakeRunner(), cell, run_dir, log, cache_dir, data_root)
+            second.set()
+            time.sleep(0.6)  # the second: its process was stopped by the signal
+            return {"status": "failed", "error": "exit -2: interrupted"}, 0.6
+
+    out = tmp_path / "q"
+    runner = Interrupted()
+    assert quality.main([*grid_args(out), "--jobs", "2"], runner=runner) == 130
+    assert len(runner.calls) == 2
+    kept = records(out)
+    assert [(r["cell"]["method"], r["seed"], r["status"]) for r in kept] == [(*runner.calls[0], "complete")]
+    assert "waiting for the 2 running cell(s)" in capsys.readouterr().err
+    rest = FakeRunner()
+    assert quality.main([*grid_args(out), "--jobs", "2"], runner=rest) == 0
+    assert sorted(rest.calls) == sorted(set((m, s) for m in ("random", "tm", "edf") for s in (0, 1, 2)) - {runner.calls[0]})
+
+
+def test_report_with_a_grid_shows_that_grids_methods_of_a_shared_folder(quality, tmp_path, capsys):
+    """Two grids ran into one folder (the EDF selection reuses the TM selection's cells): --report --grid
+    shows that grid's methods and names the others it leaves out; without --grid it is refused."""
+    out = tmp_path / "q"
+    grid = tmp_path / "g.toml"
+    grid.write_text('methods = ["random", "tm", "tm-x"]\ndatasets = ["digits"]\nipc = [1]\nseeds = [0, 1]\n'
+                    '[method.tm-x]\nbase = "tm"\nset = { "tm.iterations" = 3 }\n')  # fmt: skip
+    other = tmp_path / "h.toml"
+    other.write_text('methods = ["random", "tm", "tm-y"]\ndatasets = ["digits"]\nipc = [1]\nseeds = [0, 1]\n'
+                     '[method.tm-y]\nbase = "tm"\nset = { "tm.iterations" = 4 }\n')  # fmt: skip
+    for g in (grid, other):
+        assert quality.main(["--out", str(out), "--grid", str(g)], runner=FakeRunner()) == 0
+    capsys.readouterr()
+    assert quality.main(["--out", str(out), "--report"], runner=refuse) == 2
+    assert "tm-x, tm-y, not built in" in capsys.readouterr().err
+    assert quality.main(["--out", str(out), "--report", "--grid", str(grid), "--json", str(tmp_path / "t.json")], runner=refuse) == 0
+    assert "also holds method(s) tm-y" in capsys.readouterr().err
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [(r["method"], r["n"]) for r in rows] == [("random", 2), ("tm", 2), ("tm-x", 2)]
