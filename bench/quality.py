@@ -1106,11 +1106,11 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
             stopping.set()
             if isinstance(exc, KeyboardInterrupt):
                 # A terminal's Ctrl-C reached the cells' processes too (they stop at once); a signal to this process
-                # alone leaves them running: wait for them and keep what completes (a second Ctrl-C stops waiting).
+                # alone leaves them running: wait for them (the pool's threads end with them) and keep what completes.
                 with lock:
                     now = len(running)
-                print(f"\ninterrupted; waiting for the {now} running cell(s), whose complete results are kept "
-                      "(Ctrl-C again to stop waiting)", file=sys.stderr, flush=True)  # fmt: skip
+                print(f"\ninterrupted; waiting for the {now} running cell(s) to end (a terminal's Ctrl-C has stopped "
+                      "them); the ones that complete are kept", file=sys.stderr, flush=True)  # fmt: skip
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 
@@ -1137,6 +1137,7 @@ def record_cell(cell: Cell, fields: Mapping[str, Any], seconds: float, results: 
     records[cell.key] = record
     if record["status"] == "failed":
         print(f"  failed ({cell.name}): {record['error']}", file=sys.stderr, flush=True)
+
 
 if __name__ == "__main__":
     sys.exit(main())
