@@ -53,6 +53,7 @@ import argparse
 import dataclasses
 import datetime
 import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -585,18 +586,33 @@ def extract(metrics: Mapping[str, Any], method: Method) -> dict[str, Any]:
     return out
 
 
-def run_cell(cell: Cell, run_dir: Path, log: Path, cache_dir: str, data_root: str = "") -> tuple[dict[str, Any], float]:
+def run_cell(
+    cell: Cell, run_dir: Path, log: Path, cache_dir: str, data_root: str = "", processes: set | None = None
+) -> tuple[dict[str, Any], float]:
     """``python -m ddcore_cli run`` for ``cell`` into ``run_dir``; returns (record fields, seconds).
 
     A run directory left by an interrupted attempt is replaced (``--overwrite``; a folder without a
-    manifest is removed first). Its stderr goes to ``log``. KeyboardInterrupt propagates.
+    manifest is removed first). Its stderr goes to ``log``. KeyboardInterrupt kills the run's process and
+    propagates. ``processes``: a set the running process is kept in while it runs (``--jobs``: the main
+    thread stops them on an interrupt).
     """
     if run_dir.exists() and not (run_dir / "manifest.json").exists():
         shutil.rmtree(run_dir)
     argv = [sys.executable, "-m", "ddcore_cli", "run", *cell.run_args(), "--out", str(run_dir), "--overwrite", "--quiet", "--json"]
     argv += paths_args(cache_dir, data_root)
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        if processes is not None:
+            processes.add(process)
+        try:
+            _, stderr = process.communicate()
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            if processes is not None:
+                processes.discard(process)
+    done = subprocess.CompletedProcess(argv, process.returncode, "", stderr)
     seconds = time.perf_counter() - started
     from ddcore.atomic import write_text
 
@@ -1067,9 +1083,8 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
 
     With ``--jobs N`` (N > 1) N cells run in worker threads and the next start in the given order as
     earlier ones finish, so the cells of one seed run together. An interrupt (Ctrl-C, SIGTERM) starts no
-    more cells and keeps every finished one. With one job it kills the running cell's process; with
-    several, a terminal's Ctrl-C stops the cells' processes too, and a signal to this process alone waits
-    for the running cells and keeps those that complete.
+    more cells, stops the running cells' processes and keeps every finished cell; a cell stopped by it
+    is not recorded (it runs again).
     """
     if args.jobs == 1:  # in this thread, so an interrupt reaches subprocess.run, which kills the cell's process
         for number, cell in enumerate(todo, 1):
@@ -1080,7 +1095,9 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    lock, stopping, running = threading.Lock(), threading.Event(), set()
+    lock, stopping, running, processes = threading.Lock(), threading.Event(), set(), set()
+    if runner is run_cell:
+        runner = functools.partial(run_cell, processes=processes)
 
     def work(number: int, cell: Cell) -> None:  # in a worker thread: run the cell, then record it at once
         with lock:
@@ -1104,13 +1121,12 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
                 future.result()
         except BaseException as exc:
             stopping.set()
+            with lock:
+                now = len(running)
             if isinstance(exc, KeyboardInterrupt):
-                # A terminal's Ctrl-C reached the cells' processes too (they stop at once); a signal to this process
-                # alone leaves them running: wait for them (the pool's threads end with them) and keep what completes.
-                with lock:
-                    now = len(running)
-                print(f"\ninterrupted; waiting for the {now} running cell(s) to end (a terminal's Ctrl-C has stopped "
-                      "them); the ones that complete are kept", file=sys.stderr, flush=True)  # fmt: skip
+                print(f"\ninterrupted; stopping the {now} running cell(s)", file=sys.stderr, flush=True)
+            for process in list(processes):  # as one job does: the interrupt stops the running cells' processes
+                process.terminate()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
 

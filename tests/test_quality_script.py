@@ -523,7 +523,7 @@ def test_an_interrupt_with_jobs_keeps_the_cells_that_complete_and_starts_no_more
     assert len(runner.calls) == 2
     kept = records(out)
     assert [(r["cell"]["method"], r["seed"], r["status"]) for r in kept] == [(*runner.calls[0], "complete")]
-    assert "waiting for the 2 running cell(s) to end" in capsys.readouterr().err
+    assert "stopping the 2 running cell(s)" in capsys.readouterr().err
     rest = FakeRunner()
     assert quality.main([*grid_args(out), "--jobs", "2"], runner=rest) == 0
     assert sorted(rest.calls) == sorted(set((m, s) for m in ("random", "tm", "edf") for s in (0, 1, 2)) - {runner.calls[0]})
