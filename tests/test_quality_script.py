@@ -402,15 +402,25 @@ def test_an_evaluation_turned_off_is_refused_before_any_cell(quality, tmp_path, 
 def test_a_run_without_its_metric_fails_in_one_plain_line(quality, tmp_path, monkeypatch):
     seen = []
 
-    def fake_run(argv, **kwargs):  # dd run succeeded but evaluated nothing
-        seen.append(argv)
-        run_dir = Path(argv[argv.index("--out") + 1])
-        run_dir.mkdir(parents=True)
-        (run_dir / "metrics.json").write_text(json.dumps({"metrics": {"distill/seconds": 1.0}}))
-        (run_dir / "manifest.json").write_text("{}")
-        return quality.subprocess.CompletedProcess(argv, 0, "", "")
+    class FakePopen:  # dd run succeeded but evaluated nothing
+        def __init__(self, argv, **kwargs):
+            seen.append(argv)
+            run_dir = Path(argv[argv.index("--out") + 1])
+            run_dir.mkdir(parents=True)
+            (run_dir / "metrics.json").write_text(json.dumps({"metrics": {"distill/seconds": 1.0}}))
+            (run_dir / "manifest.json").write_text("{}")
+            self.returncode = 0
 
-    monkeypatch.setattr(quality.subprocess, "run", fake_run)
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def communicate(self):
+            return "", ""
+
+    monkeypatch.setattr(quality.subprocess, "Popen", FakePopen)
     args = quality.parse_args(["--out", str(tmp_path), "--datasets", "digits", "--methods", "random", "--ipc", "1", "--seeds", "0"])
     cell = quality.cells_of(quality.build_grid(args))[0]
     fields, _ = quality.run_cell(cell, tmp_path / "run", tmp_path / "log.txt", "", str(tmp_path / "data"))
