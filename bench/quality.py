@@ -1046,7 +1046,7 @@ def report(args: argparse.Namespace) -> int:
     if unknown and not args.methods:
         if not args.grid:
             raise ConfigError(f"{results} holds cells of method(s) {', '.join(unknown)}, not built in: pass the grid file "
-                              "that defines them (option --grid), or narrow with --methods")  # fmt: skip
+                              "that defines them (option --grid), or narrow to built-in methods with --methods")  # fmt: skip
         # several grids ran into one folder (the EDF selection reuses the TM selection's cells): show this grid's
         print(f"note: {results} also holds method(s) {', '.join(unknown)}, not in {args.grid}; left out", file=sys.stderr)
         cfgs = [c for c in cfgs if c["method"] in methods]
