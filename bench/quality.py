@@ -826,9 +826,13 @@ def reproduce_command(args: argparse.Namespace, grid: Grid) -> str:
     return " ".join(shlex.quote(a) if i else a for i, a in enumerate(argv))
 
 
-def estimate(cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]]) -> tuple[float, int]:
+def estimate(
+    cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]], elapsed: Mapping[str, float] | None = None
+) -> tuple[float, int]:
     """Seconds the unfinished ``cells`` would take, from every finished cell of the results file (of any
-    grid) with the same method and IPC (same dataset first: the median); and how many had nothing to go by."""
+    grid) with the same method and IPC (same dataset first: the median); and how many had nothing to go by.
+    ``elapsed``: seconds already spent by cells still running (by key), taken off their estimate (not below 0)."""
+    elapsed = elapsed or {}
     seconds: dict[tuple, list[float]] = {}
     for record in records.values():
         cell = record.get("cell") or {}
@@ -841,10 +845,15 @@ def estimate(cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]]) ->
             continue
         known = seconds.get((cell.dataset.name, cell.ipc, cell.method.name)) or seconds.get((cell.ipc, cell.method.name))
         if known:
-            total += statistics.median(known)
+            total += max(0.0, statistics.median(known) - elapsed.get(cell.key, 0.0))
         else:
             unknown += 1
     return total, unknown
+
+
+def parallel(jobs: int, cells_left: int) -> int:
+    """How many cells share the time left: ``--jobs``, or fewer when fewer cells are left."""
+    return min(jobs, max(1, cells_left))
 
 
 def duration(seconds: float) -> str:
@@ -955,7 +964,7 @@ def _main(args: argparse.Namespace, runner) -> int:
         left, unknown = estimate(cells, records)
         for cell in todo:
             print(f"{cell.name}: {cell_command(cell, args.out / 'runs' / cell.name, args)}")
-        known = (f"estimated {duration(left / min(args.jobs, len(todo)))} from finished cells"
+        known = (f"estimated {duration(left / parallel(args.jobs, len(todo)))} from finished cells"
                  + (f" with --jobs {args.jobs}" if args.jobs > 1 else "")) if left else "no finished cell to estimate from"  # fmt: skip
         if not todo:
             known = "every cell is complete"
@@ -1095,7 +1104,8 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    lock, stopping, running, processes = threading.Lock(), threading.Event(), set(), set()
+    lock, stopping, processes = threading.Lock(), threading.Event(), set()
+    running: dict[str, float] = {}  # key -> start (time.monotonic()) of the cells running now
     if runner is run_cell:
         runner = functools.partial(run_cell, processes=processes)
 
@@ -1103,8 +1113,8 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
         with lock:
             if stopping.is_set():
                 return
-            announce(number, cell, todo, cells, records, args)
-            running.add(cell.name)
+            announce(number, cell, todo, cells, records, args, running)
+            running[cell.key] = time.monotonic()
         try:
             fields, seconds = runner(cell, args.out / "runs" / cell.name, args.out / "logs" / f"{cell.name}.log", args.cache_dir, args.data_root)
             with lock:
@@ -1112,7 +1122,7 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
                     record_cell(cell, fields, seconds, results, records, current, args, grid)
         finally:
             with lock:
-                running.discard(cell.name)
+                running.pop(cell.key, None)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         try:
@@ -1131,10 +1141,14 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
             raise
 
 
-def announce(number: int, cell: Cell, todo, cells, records, args) -> None:
-    """The progress line of a cell that starts: its number, name and the time left (shared by ``--jobs`` cells)."""
-    left, unknown = estimate(cells, records)
-    left /= min(args.jobs, max(1, len(todo) - number + 1))
+def announce(number: int, cell: Cell, todo, cells, records, args, running: Mapping[str, float] | None = None) -> None:
+    """The progress line of a cell that starts: its number, name and the time left, shared by the
+    ``--jobs`` cells (``running``: key -> start time of the cells still running; their time spent is
+    taken off their estimate, and they count among the cells left)."""
+    running = running or {}
+    now = time.monotonic()
+    left, unknown = estimate(cells, records, {key: now - start for key, start in running.items()})
+    left /= parallel(args.jobs, len(todo) - number + 1 + len(running))
     eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "") if left else ""
     print(f"[{number}/{len(todo)}] {cell.name}{eta}", file=sys.stderr, flush=True)
 

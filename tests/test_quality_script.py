@@ -11,6 +11,7 @@ import json
 import math
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -457,6 +458,29 @@ def test_dry_run_prints_whole_commands_and_estimates_from_any_finished_cell(qual
     for line in lines[:-1]:
         name, _, command = line.partition(": ")
         assert f"--out {out / 'runs' / name}" in command and f"--cache-dir {cache}" in command and f"--data-root {root}" in command
+
+
+def test_time_left_takes_off_what_running_cells_have_spent_and_shares_it_among_jobs(quality, tmp_path, capsys):
+    """The progress line's estimate: each unfinished cell counts its median finished time, less what it has
+    already run (never below 0), and the total is shared by --jobs cells (fewer when fewer are left)."""
+    out = tmp_path / "q"
+    assert quality.main(grid_args(out), runner=FakeRunner()) == 0  # 9 cells of 2.0 s each
+    capsys.readouterr()
+    args = quality.parse_args([*grid_args(out, "--seeds", "3"), "--jobs", "2"])
+    grid = quality.build_grid(args)
+    cells = quality.cells_of(grid)  # 3 unfinished cells, 2.0 s each by their finished seeds
+    records = quality.read_results(out / quality.RESULTS_FILE)
+    first, second, third = cells
+    assert quality.estimate(cells, records) == (6.0, 0)
+    assert quality.estimate(cells, records, {first.key: 1.5}) == (4.5, 0)
+    assert quality.estimate(cells, records, {first.key: 9.0, second.key: 0.5}) == (3.5, 0)  # a late cell: 0, not -7
+    # the third cell starts while the first two run (1.5 s and 0.5 s in): 0.5 + 1.5 + 2.0 s left over 2 jobs
+    # (2 s; 1 s only on a machine that stalls between the two lines; 3 s if the time spent were not taken off)
+    now = time.monotonic()
+    quality.announce(3, third, cells, cells, records, args, {first.key: now - 1.5, second.key: now - 0.5})
+    line = capsys.readouterr().err.strip()
+    assert line in (f"[3/3] {third.name}; about 2 s left", f"[3/3] {third.name}; about 1 s left"), line
+    assert quality.parallel(2, 1) == 1 and quality.parallel(2, 0) == 1 and quality.parallel(2, 5) == 2
 
 
 # ----------------------------------------------------------------------------------------------
