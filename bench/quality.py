@@ -1048,8 +1048,14 @@ def report(args: argparse.Namespace) -> int:
         current, overrides = first["globals"], first.get("overrides", derived_overrides(first["globals"]))
     mine = [r for r in records.values() if r.get("globals_hash") == globals_hash(current)]
     if not mine:
+        held = " or ".join(sorted({
+            " ".join([*(f"--set {k}={toml_value(v, k)}" for k, v in sorted(derived_overrides(r["globals"]).items())),
+                      f"--device {r['globals'].get('device')}"])
+            for r in records.values() if isinstance(r.get("globals"), dict)
+        }))  # fmt: skip
         raise ConfigError(f"{results} holds no cells made with these global options ({json.dumps(overrides, sort_keys=True)}, "
-                          f"device {current['device']}); drop --set/--device/--grid to report the file's own")  # fmt: skip
+                          f"device {current['device']}); its cells were made with {held or 'unrecorded options'}: "
+                          "pass the --set/--device the grid ran with")  # fmt: skip
     cfgs = [r["cell"] for r in mine]
     unknown = sorted({c["method"] for c in cfgs} - set(methods))
     if unknown and not args.methods:

@@ -370,7 +370,9 @@ def test_report_reads_the_grid_and_global_options_from_the_results_file(quality,
     assert len(err.splitlines()) == 1 and "2 sets of global options" in err and "--set" in err
     assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=4"], runner=refuse) == 0
     assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=9"], runner=refuse) == 2
-    assert "no cells made with these global options" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()  # it names the options the file's cells were made with, as flags
+    assert len(err.splitlines()) == 1 and "no cells made with these global options" in err, err
+    assert "--set eval.runs=4 --device cpu or --set eval.runs=5 --device cpu" in err, err
     # nothing to report: a folder never run says so, and so does an empty results file
     assert quality.main(["--out", str(tmp_path / "never"), "--report"], runner=refuse) == 2
     assert "results.jsonl does not exist; run the grid first" in capsys.readouterr().err
