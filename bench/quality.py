@@ -349,7 +349,8 @@ def build_grid(args: argparse.Namespace) -> Grid:
     names = args.methods or grid["methods"]
     for name in names:
         if name not in methods:
-            raise ConfigError(f"method {name!r} is not defined (option --methods); methods: {', '.join(methods)}")
+            hint = "" if args.grid else "; a grid file's [method.NAME] needs that --grid"
+            raise ConfigError(f"method {name!r} is not defined (option --methods); methods: {', '.join(methods)}{hint}")
     chosen, added = list(dict.fromkeys(names)), []
     pending = list(chosen)
     while pending:  # a method's baselines (and what it starts from) join the grid
@@ -961,6 +962,8 @@ def _main(args: argparse.Namespace, runner) -> int:
     todo.sort(key=lambda c: grid.seeds.index(c.seed))  # seed by seed (stable): an interrupted grid has whole pairs
     command = reproduce_command(args, grid)
     if args.dry_run:
+        if todo and not args.no_validate and runner is run_cell:  # what a real run would refuse, refused here too
+            validate_cells(todo, args.cache_dir, args.data_root)
         left, unknown = estimate(cells, records)
         for cell in todo:
             print(f"{cell.name}: {cell_command(cell, args.out / 'runs' / cell.name, args)}")
@@ -1067,6 +1070,11 @@ def report(args: argparse.Namespace) -> int:
         cfgs = [c for c in cfgs if c["method"] in methods]
         mine = [r for r in mine if r["cell"]["method"] in methods]
     present = lambda key: list(dict.fromkeys(c[key] for c in cfgs))  # noqa: E731
+    for key, given in (("dataset", args.datasets), ("ipc", args.ipc), ("seed", parse_seeds(args.seeds) if args.seeds else None)):
+        absent = [v for v in given or () if v not in present(key)]
+        if absent:  # a typo or a narrowing the file never ran: its rows would all read "not run"
+            print(f"note: {results} holds no cells of {key} {', '.join(map(str, absent))} with these global options "
+                  f"(it holds {', '.join(map(str, sorted(present(key))))})", file=sys.stderr)  # fmt: skip
     narrowed = argparse.Namespace(**{
         **vars(args),
         "methods": args.methods or present("method") or None, "datasets": args.datasets or present("dataset") or None,

@@ -373,6 +373,15 @@ def test_report_reads_the_grid_and_global_options_from_the_results_file(quality,
     err = capsys.readouterr().err.strip()  # it names the options the file's cells were made with, as flags
     assert len(err.splitlines()) == 1 and "no cells made with these global options" in err, err
     assert "--set eval.runs=4 --device cpu or --set eval.runs=5 --device cpu" in err, err
+    # a narrowing the file never ran (a typo, seeds not run yet) is tabulated as "not run", with one note each
+    assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=4", "--datasets", "digitz", "--seeds", "2-3"],
+                        runner=refuse) == 0  # fmt: skip
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert notes == [f"note: {out / 'results.jsonl'} holds no cells of dataset digitz with these global options (it holds digits)",
+                     f"note: {out / 'results.jsonl'} holds no cells of seed 3 with these global options (it holds 0, 1, 2)"]  # fmt: skip
+    # a grid file's method named without its --grid: the refusal says where it is defined
+    assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=4", "--methods", "diffusion-rank"], runner=refuse) == 2
+    assert "a grid file's [method.NAME] needs that --grid" in capsys.readouterr().err
     # nothing to report: a folder never run says so, and so does an empty results file
     assert quality.main(["--out", str(tmp_path / "never"), "--report"], runner=refuse) == 2
     assert "results.jsonl does not exist; run the grid first" in capsys.readouterr().err
@@ -439,9 +448,10 @@ def test_data_root_and_dataset_problems_stop_before_the_first_cell(quality, tmp_
         (["--datasets", "mnist", "--data-root", str(tmp_path / "nowhere")], "--data-root"),
         (["--datasets", "nope"], "(option --datasets)"),
     ):
-        assert quality.main([*base, *extra]) == 2  # the real runner: dd run's checks and the dataset built once
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and message in err and "(option --dataset)" not in err, err
+        for dry in ([], ["--dry-run"]):  # the real runner: dd run's checks and the dataset built once; a dry run too
+            assert quality.main([*base, *extra, *dry]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and message in err and "(option --dataset)" not in err, err
     assert quality.main([*base, "--grid", str(tmp_path / "missing.toml")]) == 2
     err = capsys.readouterr().err.strip()
     assert "(option --grid)" in err and "--config" not in err, err
