@@ -1051,11 +1051,7 @@ def report(args: argparse.Namespace) -> int:
         current, overrides = first["globals"], first.get("overrides", derived_overrides(first["globals"]))
     mine = [r for r in records.values() if r.get("globals_hash") == globals_hash(current)]
     if not mine:
-        held = " or ".join(sorted({
-            " ".join([*(f"--set {k}={toml_value(v, k)}" for k, v in sorted(derived_overrides(r["globals"]).items())),
-                      f"--device {r['globals'].get('device')}"])
-            for r in records.values() if isinstance(r.get("globals"), dict)
-        }))  # fmt: skip
+        held = " or ".join(sorted({as_flags(r["globals"]) for r in records.values() if isinstance(r.get("globals"), dict)}))
         raise ConfigError(f"{results} holds no cells made with these global options ({json.dumps(overrides, sort_keys=True)}, "
                           f"device {current['device']}); its cells were made with {held or 'unrecorded options'}: "
                           "pass the --set/--device the grid ran with")  # fmt: skip
@@ -1099,6 +1095,12 @@ def report(args: argparse.Namespace) -> int:
             raise ConfigError(f"{results} holds {len(found)} configs of {at[0]} IPC {at[1]} {at[2]} seed {at[3]} with the same "
                               "global options; pass the grid file that made the ones to show (option --grid)")  # fmt: skip
     return write_table(narrowed, grid, chosen, records, reproduce_command(narrowed, grid), current)
+
+
+def as_flags(globals_: Mapping[str, Any]) -> str:
+    """The ``--set``/``--device`` flags that make ``globals_`` (``no --set`` when the grid's own)."""
+    sets = [f"--set {k}={toml_value(v, k)}" for k, v in sorted(derived_overrides(globals_).items())]
+    return " ".join([*(sets or ["no --set"]), f"--device {globals_.get('device')}"])
 
 
 def run_all(todo, cells, records, results: Path, current, args, runner, grid: Grid) -> None:

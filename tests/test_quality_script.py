@@ -373,6 +373,8 @@ def test_report_reads_the_grid_and_global_options_from_the_results_file(quality,
     err = capsys.readouterr().err.strip()  # it names the options the file's cells were made with, as flags
     assert len(err.splitlines()) == 1 and "no cells made with these global options" in err, err
     assert "--set eval.runs=4 --device cpu or --set eval.runs=5 --device cpu" in err, err
+    assert quality.as_flags({"device": "cpu", "set": dict(quality.BASE_OPTIONS)}) == "no --set --device cpu"
+    assert quality.as_flags({"device": "cuda", "set": {**quality.BASE_OPTIONS, "tm.lr_lr": 1e-7}}) == "--set tm.lr_lr=1e-07 --device cuda"
     # a narrowing the file never ran (a typo, seeds not run yet) is tabulated as "not run", with one note each
     assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=4", "--datasets", "digitz", "--seeds", "2-3"],
                         runner=refuse) == 0  # fmt: skip
