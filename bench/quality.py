@@ -588,14 +588,16 @@ def extract(metrics: Mapping[str, Any], method: Method) -> dict[str, Any]:
 
 
 def run_cell(
-    cell: Cell, run_dir: Path, log: Path, cache_dir: str, data_root: str = "", processes: set | None = None
+    cell: Cell, run_dir: Path, log: Path, cache_dir: str, data_root: str = "", processes: set | None = None,
+    stopping: Any = None,
 ) -> tuple[dict[str, Any], float]:
     """``python -m ddcore_cli run`` for ``cell`` into ``run_dir``; returns (record fields, seconds).
 
     A run directory left by an interrupted attempt is replaced (``--overwrite``; a folder without a
     manifest is removed first). Its stderr goes to ``log``. KeyboardInterrupt kills the run's process and
     propagates. ``processes``: a set the running process is kept in while it runs (``--jobs``: the main
-    thread stops them on an interrupt).
+    thread stops them on an interrupt); ``stopping``: that interrupt's ``threading.Event``, checked once
+    the process is in the set, so a cell that starts while the main thread stops the others stops too.
     """
     if run_dir.exists() and not (run_dir / "manifest.json").exists():
         shutil.rmtree(run_dir)
@@ -605,6 +607,8 @@ def run_cell(
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         if processes is not None:
             processes.add(process)
+            if stopping is not None and stopping.is_set():  # set before the main thread's pass over ``processes``
+                process.terminate()
         try:
             _, stderr = process.communicate()
         except BaseException:
@@ -1123,7 +1127,7 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
     lock, stopping, processes = threading.Lock(), threading.Event(), set()
     running: dict[str, float] = {}  # key -> start (time.monotonic()) of the cells running now
     if runner is run_cell:
-        runner = functools.partial(run_cell, processes=processes)
+        runner = functools.partial(run_cell, processes=processes, stopping=stopping)
 
     def work(number: int, cell: Cell) -> None:  # in a worker thread: run the cell, then record it at once
         with lock:

@@ -544,37 +544,97 @@ def test_the_table_grid_uses_the_default_methods_and_the_chosen_diffusion_settin
     assert chosen[key].key == table[key].key  # the same options, plugins and evaluation recipe, so the same cell
 
 
-def test_an_interrupt_with_jobs_keeps_the_cells_that_complete_and_starts_no_more(quality, tmp_path, capsys):
-    """SIGINT to the script alone while two cells run: the one that still completes is recorded, the one its
-    signal stopped is not recorded as failed, no further cell starts, exit 130; a rerun runs the rest."""
+def test_an_interrupt_with_jobs_keeps_the_cells_that_complete_and_starts_no_more(quality, tmp_path, capsys, monkeypatch):
+    """SIGINT to the script alone while two cells run (the real cell runner, with a stand-in process): the
+    main thread stops the running processes; the cell that still completes is recorded, the one it stopped
+    is not recorded as failed, no further cell starts, exit 130; a rerun runs the rest. Every step waits
+    on the one before it (no sleeps), so the outcome does not depend on the machine's load."""
     import signal
     import threading
-    import time
 
-    main_thread, second = threading.main_thread().ident, threading.Event()
+    main_thread = threading.main_thread().ident
+    started, stopped, made = threading.Event(), threading.Event(), []
 
-    class Interrupted(FakeRunner):
-        def __call__(self, cell, run_dir, log, cache_dir, data_root=""):
-            self.calls.append((cell.method.name, cell.seed))
-            if len(self.calls) == 1:  # the first cell: the signal arrives while both run; it completes anyway
-                assert second.wait(10)
-                signal.pthread_kill(main_thread, signal.SIGINT)
-                time.sleep(0.3)
-                return FakeRunner.__call__(FakeRunner(), cell, run_dir, log, cache_dir, data_root)
-            second.set()
-            time.sleep(0.6)  # the second: its process was stopped by the signal
-            return {"status": "failed", "error": "exit -2: interrupted"}, 0.6
+    class FakePopen:
+        def __init__(self, argv, **kwargs):
+            self.run_dir, self.returncode = Path(argv[argv.index("--out") + 1]), None
+            self.first = not made
+            made.append(self.run_dir.name)
 
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def terminate(self):
+            stopped.set()
+
+        kill = terminate
+
+        def communicate(self):
+            if not self.first:  # the second cell: runs until the main thread stops it
+                started.set()
+                assert stopped.wait(30)
+                self.returncode = -15
+                return "", "terminated"
+            assert started.wait(30)  # both run: the signal arrives; this cell completes after it was handled
+            signal.pthread_kill(main_thread, signal.SIGINT)
+            assert stopped.wait(30)
+            self.run_dir.mkdir(parents=True)
+            metrics = {"eval/acc_mean": 50.0, "eval/acc_runs": [49.0, 51.0]}
+            (self.run_dir / "metrics.json").write_text(json.dumps({"metrics": metrics}))
+            (self.run_dir / "manifest.json").write_text("{}")
+            self.returncode = 0
+            return "", ""
+
+    monkeypatch.setattr(quality.subprocess, "Popen", FakePopen)
     out = tmp_path / "q"
-    runner = Interrupted()
-    assert quality.main([*grid_args(out), "--jobs", "2"], runner=runner) == 130
-    assert len(runner.calls) == 2
+    assert quality.main([*grid_args(out), "--jobs", "2", "--no-validate"]) == 130
+    assert len(made) == 2 and made[0].startswith("digits-ipc1-random-seed0") and made[1].startswith("digits-ipc1-tm-seed0")
     kept = records(out)
-    assert [(r["cell"]["method"], r["seed"], r["status"]) for r in kept] == [(*runner.calls[0], "complete")]
+    assert [(r["cell"]["method"], r["seed"], r["status"]) for r in kept] == [("random", 0, "complete")]
+    assert kept[0]["figures"]["hard"] == {"acc": 50.0, "runs": [49.0, 51.0]}
     assert "stopping the 2 running cell(s)" in capsys.readouterr().err
     rest = FakeRunner()
     assert quality.main([*grid_args(out), "--jobs", "2"], runner=rest) == 0
-    assert sorted(rest.calls) == sorted(set((m, s) for m in ("random", "tm", "edf") for s in (0, 1, 2)) - {runner.calls[0]})
+    assert sorted(rest.calls) == sorted(set((m, s) for m in ("random", "tm", "edf") for s in (0, 1, 2)) - {("random", 0)})
+
+
+def test_a_cell_that_starts_while_the_others_are_stopped_stops_too(quality, tmp_path, monkeypatch):
+    """The race an interrupt can meet: a cell's process starts after the main thread set ``stopping``
+    (and may already have passed over the running processes); the cell stops its own process at once."""
+    import threading
+
+    calls = []
+
+    class FakePopen:
+        def __init__(self, argv, **kwargs):
+            self.returncode = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def terminate(self):
+            calls.append("terminate")
+            self.returncode = -15
+
+        kill = terminate
+
+        def communicate(self):
+            calls.append("communicate")
+            return "", "terminated"
+
+    monkeypatch.setattr(quality.subprocess, "Popen", FakePopen)
+    args = quality.parse_args(["--out", str(tmp_path), "--datasets", "digits", "--methods", "random", "--ipc", "1", "--seeds", "0"])
+    cell = quality.cells_of(quality.build_grid(args))[0]
+    stopping, processes = threading.Event(), set()
+    stopping.set()
+    fields, _ = quality.run_cell(cell, tmp_path / "run", tmp_path / "log.txt", "", "", processes=processes, stopping=stopping)
+    assert calls == ["terminate", "communicate"] and fields["status"] == "failed" and not processes
 
 
 def test_report_with_a_grid_shows_that_grids_methods_of_a_shared_folder(quality, tmp_path, capsys):
