@@ -831,12 +831,13 @@ def reproduce_command(args: argparse.Namespace, grid: Grid) -> str:
     return " ".join(shlex.quote(a) if i else a for i, a in enumerate(argv))
 
 
-def estimate(
+def cell_seconds(
     cells: Sequence[Cell], records: Mapping[str, Mapping[str, Any]], elapsed: Mapping[str, float] | None = None
-) -> tuple[float, int]:
-    """Seconds the unfinished ``cells`` would take, from every finished cell of the results file (of any
-    grid) with the same method and IPC (same dataset first: the median); and how many had nothing to go by.
-    ``elapsed``: seconds already spent by cells still running (by key), taken off their estimate (not below 0)."""
+) -> tuple[list[float], int]:
+    """Seconds each unfinished cell of ``cells`` would take, from every finished cell of the results file
+    (of any grid) with the same method and IPC (same dataset first: the median); and how many had nothing
+    to go by. ``elapsed``: seconds already spent by cells still running (by key), taken off their
+    estimate (not below 0)."""
     elapsed = elapsed or {}
     seconds: dict[tuple, list[float]] = {}
     for record in records.values():
@@ -844,16 +845,22 @@ def estimate(
         if record.get("status") == "complete" and isinstance(record.get("seconds"), (int, float)):
             for key in ((cell.get("dataset"), cell.get("ipc"), cell.get("method")), (cell.get("ipc"), cell.get("method"))):
                 seconds.setdefault(key, []).append(record["seconds"])
-    total, unknown = 0.0, 0
+    each, unknown = [], 0
     for cell in cells:
         if records.get(cell.key, {}).get("status") == "complete":
             continue
         known = seconds.get((cell.dataset.name, cell.ipc, cell.method.name)) or seconds.get((cell.ipc, cell.method.name))
         if known:
-            total += max(0.0, statistics.median(known) - elapsed.get(cell.key, 0.0))
+            each.append(max(0.0, statistics.median(known) - elapsed.get(cell.key, 0.0)))
         else:
             unknown += 1
-    return total, unknown
+    return each, unknown
+
+
+def time_left(each: Sequence[float], jobs: int, cells_left: int) -> float:
+    """Wall seconds left for cells of ``each`` seconds run ``jobs`` at a time: their total shared by the
+    jobs, but never less than the longest cell (one long cell is not shared)."""
+    return max(sum(each) / parallel(jobs, cells_left), max(each, default=0.0))
 
 
 def parallel(jobs: int, cells_left: int) -> int:
@@ -886,7 +893,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", default="", help="dd run --cache-dir for every cell (not part of a cell's key)")
     parser.add_argument("--data-root", default="", metavar="PATH",
                         help="dd run --data-root for every cell (datasets read from files: mnist, cifar10, ...); checked "
-                             "before the first cell; recorded in each results line, not part of a cell's key")  # fmt: skip
+                             "before the first cell (unless --no-validate); recorded in each results line, not part of a cell's key")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="cells run at a time (default 1); on a CPU give each OMP_NUM_THREADS=1, e.g. --jobs 2 on 2 cores")  # fmt: skip
     parser.add_argument("--skip-failed", action="store_true", help="do not rerun cells recorded as failed")
@@ -895,7 +902,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="only print the table from the results file: its grid and global options, narrowed by "
                              "--methods/--datasets/--ipc/--seeds; --set/--device/--grid pick the global options instead")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="list the cells to run and their commands; run nothing")
-    parser.add_argument("--no-validate", action="store_true", help="skip dd run's up-front checks of each cell config")
+    parser.add_argument("--no-validate", action="store_true",
+                        help="skip dd run's up-front checks of each cell config and dataset (--data-root included): "
+                             "a mistake there then fails every cell")  # fmt: skip
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--json", dest="json_out", type=Path, help="also write the rows (per seed, run dirs) as JSON")
     return parser.parse_args(argv)
@@ -968,10 +977,11 @@ def _main(args: argparse.Namespace, runner) -> int:
     if args.dry_run:
         if todo and not args.no_validate and runner is run_cell:  # what a real run would refuse, refused here too
             validate_cells(todo, args.cache_dir, args.data_root)
-        left, unknown = estimate(cells, records)
+        each, unknown = cell_seconds(cells, records)
+        left = time_left(each, args.jobs, len(todo))
         for cell in todo:
             print(f"{cell.name}: {cell_command(cell, args.out / 'runs' / cell.name, args)}")
-        known = (f"estimated {duration(left / parallel(args.jobs, len(todo)))} from finished cells"
+        known = (f"estimated {duration(left)} from finished cells"
                  + (f" with --jobs {args.jobs}" if args.jobs > 1 else "")) if left else "no finished cell to estimate from"  # fmt: skip
         if not todo:
             known = "every cell is complete"
@@ -1047,8 +1057,7 @@ def report(args: argparse.Namespace) -> int:
     else:
         sets = {r.get("globals_hash"): r for r in records.values()}
         if len(sets) > 1:
-            shown = "; ".join(f"device {r['globals'].get('device')}, set {json.dumps(derived_overrides(r['globals']), sort_keys=True)}"
-                              for r in sets.values())  # fmt: skip
+            shown = " or ".join(sorted(as_flags(r["globals"]) for r in sets.values()))
             raise ConfigError(f"{results} holds cells of {len(sets)} sets of global options ({shown}); "
                               "pick one with --set/--device as the grid was run")  # fmt: skip
         first = next(iter(sets.values()))
@@ -1056,9 +1065,8 @@ def report(args: argparse.Namespace) -> int:
     mine = [r for r in records.values() if r.get("globals_hash") == globals_hash(current)]
     if not mine:
         held = " or ".join(sorted({as_flags(r["globals"]) for r in records.values() if isinstance(r.get("globals"), dict)}))
-        raise ConfigError(f"{results} holds no cells made with these global options ({json.dumps(overrides, sort_keys=True)}, "
-                          f"device {current['device']}); its cells were made with {held or 'unrecorded options'}: "
-                          "pass the --set/--device the grid ran with")  # fmt: skip
+        raise ConfigError(f"{results} holds no cells made with {as_flags(current)}; its cells were made with "
+                          f"{held or 'unrecorded options'}: pass the --set/--device the grid ran with")  # fmt: skip
     cfgs = [r["cell"] for r in mine]
     unknown = sorted({c["method"] for c in cfgs} - set(methods))
     if unknown and not args.methods:
@@ -1167,9 +1175,12 @@ def announce(number: int, cell: Cell, todo, cells, records, args, running: Mappi
     taken off their estimate, and they count among the cells left)."""
     running = running or {}
     now = time.monotonic()
-    left, unknown = estimate(cells, records, {key: now - start for key, start in running.items()})
-    left /= parallel(args.jobs, len(todo) - number + 1 + len(running))
-    eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "") if left else ""
+    each, unknown = cell_seconds(cells, records, {key: now - start for key, start in running.items()})
+    left = time_left(each, args.jobs, len(todo) - number + 1 + len(running))
+    if left:
+        eta = f"; about {duration(left)} left" + (" + unmeasured cells" if unknown else "")
+    else:
+        eta = f"; time left unknown ({unknown} unmeasured cell(s))" if unknown else ""
     print(f"[{number}/{len(todo)}] {cell.name}{eta}", file=sys.stderr, flush=True)
 
 
@@ -1190,4 +1201,10 @@ def record_cell(cell: Cell, fields: Mapping[str, Any], seconds: float, results: 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 130:  # interrupted: a second Ctrl-C/SIGTERM while the interpreter exits must not turn 130 into 143
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)

@@ -371,7 +371,7 @@ def test_report_reads_the_grid_and_global_options_from_the_results_file(quality,
     assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=4"], runner=refuse) == 0
     assert quality.main(["--out", str(out), "--report", "--set", "eval.runs=9"], runner=refuse) == 2
     err = capsys.readouterr().err.strip()  # it names the options the file's cells were made with, as flags
-    assert len(err.splitlines()) == 1 and "no cells made with these global options" in err, err
+    assert len(err.splitlines()) == 1 and "holds no cells made with --set eval.runs=9 --device cpu;" in err, err
     assert "--set eval.runs=4 --device cpu or --set eval.runs=5 --device cpu" in err, err
     assert quality.as_flags({"device": "cpu", "set": dict(quality.BASE_OPTIONS)}) == "no --set --device cpu"
     assert quality.as_flags({"device": "cuda", "set": {**quality.BASE_OPTIONS, "tm.lr_lr": 1e-7}}) == "--set tm.lr_lr=1e-07 --device cuda"
@@ -476,24 +476,28 @@ def test_dry_run_prints_whole_commands_and_estimates_from_any_finished_cell(qual
 
 def test_time_left_takes_off_what_running_cells_have_spent_and_shares_it_among_jobs(quality, tmp_path, capsys):
     """The progress line's estimate: each unfinished cell counts its median finished time, less what it has
-    already run (never below 0), and the total is shared by --jobs cells (fewer when fewer are left)."""
+    already run (never below 0); the total is shared by --jobs cells (fewer when fewer are left), but the
+    time left is never less than the longest cell; with nothing to go by it says so."""
     out = tmp_path / "q"
     assert quality.main(grid_args(out), runner=FakeRunner()) == 0  # 9 cells of 2.0 s each
     capsys.readouterr()
     args = quality.parse_args([*grid_args(out, "--seeds", "3"), "--jobs", "2"])
-    grid = quality.build_grid(args)
-    cells = quality.cells_of(grid)  # 3 unfinished cells, 2.0 s each by their finished seeds
+    cells = quality.cells_of(quality.build_grid(args))  # 3 unfinished cells, 2.0 s each by their finished seeds
     records = quality.read_results(out / quality.RESULTS_FILE)
     first, second, third = cells
-    assert quality.estimate(cells, records) == (6.0, 0)
-    assert quality.estimate(cells, records, {first.key: 1.5}) == (4.5, 0)
-    assert quality.estimate(cells, records, {first.key: 9.0, second.key: 0.5}) == (3.5, 0)  # a late cell: 0, not -7
-    # the third cell starts while the first two run (1.5 s and 0.5 s in): 0.5 + 1.5 + 2.0 s left over 2 jobs
-    # (2 s; 1 s only on a machine that stalls between the two lines; 3 s if the time spent were not taken off)
+    assert quality.cell_seconds(cells, records) == ([2.0, 2.0, 2.0], 0)
+    assert quality.cell_seconds(cells, records, {first.key: 1.5}) == ([0.5, 2.0, 2.0], 0)
+    assert quality.cell_seconds(cells, records, {first.key: 9.0, second.key: 0.5}) == ([0.0, 1.5, 2.0], 0)  # late: 0
+    assert quality.time_left([2.0, 2.0, 2.0], 2, 3) == 3.0 and quality.time_left([2.0, 2.0, 2.0], 2, 1) == 6.0
+    assert quality.time_left([10.0, 1.0, 1.0], 2, 3) == 10.0  # one long cell is not shared
+    assert quality.time_left([], 2, 0) == 0.0
+    # the third cell starts while the first two run (1.5 s and 0.5 s in): max((0.5 + 1.5 + 2.0) / 2, 2.0) = 2 s
+    # (3 s if the time spent were not taken off)
     now = time.monotonic()
     quality.announce(3, third, cells, cells, records, args, {first.key: now - 1.5, second.key: now - 0.5})
-    line = capsys.readouterr().err.strip()
-    assert line in (f"[3/3] {third.name}; about 2 s left", f"[3/3] {third.name}; about 1 s left"), line
+    assert capsys.readouterr().err.strip() == f"[3/3] {third.name}; about 2 s left"
+    quality.announce(1, first, cells, cells, {}, args)  # nothing finished to go by
+    assert capsys.readouterr().err.strip() == f"[1/3] {first.name}; time left unknown (3 unmeasured cell(s))"
     assert quality.parallel(2, 1) == 1 and quality.parallel(2, 0) == 1 and quality.parallel(2, 5) == 2
 
 
