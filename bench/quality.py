@@ -1079,10 +1079,11 @@ def report(args: argparse.Namespace) -> int:
         mine = [r for r in mine if r["cell"]["method"] in methods]
     present = lambda key: list(dict.fromkeys(c[key] for c in cfgs))  # noqa: E731
     for key, given in (("dataset", args.datasets), ("ipc", args.ipc), ("seed", parse_seeds(args.seeds) if args.seeds else None)):
-        absent = [v for v in given or () if v not in present(key)]
+        values = present(key)
+        absent = [v for v in given or () if v not in values]
         if absent:  # a typo or a narrowing the file never ran: its rows would all read "not run"
             print(f"note: {results} holds no cells of {key} {', '.join(map(str, absent))} with these global options "
-                  f"(it holds {', '.join(map(str, sorted(present(key))))})", file=sys.stderr)  # fmt: skip
+                  f"(it holds {', '.join(map(str, sorted(values)))})", file=sys.stderr)  # fmt: skip
     narrowed = argparse.Namespace(**{
         **vars(args),
         "methods": args.methods or present("method") or None, "datasets": args.datasets or present("dataset") or None,
