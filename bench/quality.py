@@ -617,13 +617,12 @@ def run_cell(
         finally:
             if processes is not None:
                 processes.discard(process)
-    done = subprocess.CompletedProcess(argv, process.returncode, "", stderr)
     seconds = time.perf_counter() - started
     from ddcore.atomic import write_text
 
-    write_text(log, done.stderr)
-    if done.returncode != 0:
-        return {"status": "failed", "error": one_line_error(done.stderr, done.returncode)}, seconds
+    write_text(log, stderr)
+    if process.returncode != 0:
+        return {"status": "failed", "error": one_line_error(stderr, process.returncode)}, seconds
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["metrics"]
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -1124,7 +1123,7 @@ def run_all(todo, cells, records, results: Path, current, args, runner, grid: Gr
     more cells, stops the running cells' processes and keeps every finished cell; a cell stopped by it
     is not recorded (it runs again).
     """
-    if args.jobs == 1:  # in this thread, so an interrupt reaches subprocess.run, which kills the cell's process
+    if args.jobs == 1:  # in this thread, so an interrupt reaches run_cell, which kills the cell's process
         for number, cell in enumerate(todo, 1):
             announce(number, cell, todo, cells, records, args)
             fields, seconds = runner(cell, args.out / "runs" / cell.name, args.out / "logs" / f"{cell.name}.log", args.cache_dir, args.data_root)

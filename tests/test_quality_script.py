@@ -271,6 +271,34 @@ def refuse(cell, run_dir, log, cache_dir, data_root=""):
     raise AssertionError(f"a rerun ran {cell.name}")
 
 
+class PopenStub:
+    """A stand-in for ``subprocess.Popen`` as ``run_cell`` uses it (a context manager with ``communicate``,
+    ``terminate``, ``kill`` and ``returncode``); tests subclass it to script a ``dd run``."""
+
+    def __init__(self, argv, **kwargs):
+        self.argv, self.run_dir, self.returncode = argv, Path(argv[argv.index("--out") + 1]), None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def terminate(self):
+        pass
+
+    kill = terminate
+
+    def communicate(self):
+        return "", ""
+
+
+def one_cell(quality, out: Path):
+    """The grid's one cell: digits, random, IPC 1, seed 0."""
+    args = quality.parse_args(["--out", str(out), "--datasets", "digits", "--methods", "random", "--ipc", "1", "--seeds", "0"])
+    return quality.cells_of(quality.build_grid(args))[0]
+
+
 @pytest.mark.slow
 def test_digits_grid_real_runs_pair_by_seed_and_resume(quality, tmp_path):
     out = tmp_path / "q"
@@ -416,27 +444,17 @@ def test_an_evaluation_turned_off_is_refused_before_any_cell(quality, tmp_path, 
 def test_a_run_without_its_metric_fails_in_one_plain_line(quality, tmp_path, monkeypatch):
     seen = []
 
-    class FakePopen:  # dd run succeeded but evaluated nothing
+    class FakePopen(PopenStub):  # dd run succeeded but evaluated nothing
         def __init__(self, argv, **kwargs):
+            super().__init__(argv)
             seen.append(argv)
-            run_dir = Path(argv[argv.index("--out") + 1])
-            run_dir.mkdir(parents=True)
-            (run_dir / "metrics.json").write_text(json.dumps({"metrics": {"distill/seconds": 1.0}}))
-            (run_dir / "manifest.json").write_text("{}")
+            self.run_dir.mkdir(parents=True)
+            (self.run_dir / "metrics.json").write_text(json.dumps({"metrics": {"distill/seconds": 1.0}}))
+            (self.run_dir / "manifest.json").write_text("{}")
             self.returncode = 0
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def communicate(self):
-            return "", ""
-
     monkeypatch.setattr(quality.subprocess, "Popen", FakePopen)
-    args = quality.parse_args(["--out", str(tmp_path), "--datasets", "digits", "--methods", "random", "--ipc", "1", "--seeds", "0"])
-    cell = quality.cells_of(quality.build_grid(args))[0]
+    cell = one_cell(quality, tmp_path)
     fields, _ = quality.run_cell(cell, tmp_path / "run", tmp_path / "log.txt", "", str(tmp_path / "data"))
     assert fields["status"] == "failed" and "Error" not in fields["error"] and "eval/acc_mean" in fields["error"]
     assert seen[0][-2:] == ["--data-root", str(tmp_path / "data")]
@@ -559,17 +577,11 @@ def test_an_interrupt_with_jobs_keeps_the_cells_that_complete_and_starts_no_more
     main_thread = threading.main_thread().ident
     started, stopped, made = threading.Event(), threading.Event(), []
 
-    class FakePopen:
+    class FakePopen(PopenStub):
         def __init__(self, argv, **kwargs):
-            self.run_dir, self.returncode = Path(argv[argv.index("--out") + 1]), None
+            super().__init__(argv)
             self.first = not made
             made.append(self.run_dir.name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
 
         def terminate(self):
             stopped.set()
@@ -612,16 +624,7 @@ def test_a_cell_that_starts_while_the_others_are_stopped_stops_too(quality, tmp_
 
     calls = []
 
-    class FakePopen:
-        def __init__(self, argv, **kwargs):
-            self.returncode = None
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
+    class FakePopen(PopenStub):
         def terminate(self):
             calls.append("terminate")
             self.returncode = -15
@@ -633,8 +636,7 @@ def test_a_cell_that_starts_while_the_others_are_stopped_stops_too(quality, tmp_
             return "", "terminated"
 
     monkeypatch.setattr(quality.subprocess, "Popen", FakePopen)
-    args = quality.parse_args(["--out", str(tmp_path), "--datasets", "digits", "--methods", "random", "--ipc", "1", "--seeds", "0"])
-    cell = quality.cells_of(quality.build_grid(args))[0]
+    cell = one_cell(quality, tmp_path)
     stopping, processes = threading.Event(), set()
     stopping.set()
     fields, _ = quality.run_cell(cell, tmp_path / "run", tmp_path / "log.txt", "", "", processes=processes, stopping=stopping)
